@@ -1,0 +1,105 @@
+"""The engine protocol: the one small interface both search engines implement.
+
+Engines store chunks (text fields and one or more vectors each) and answer two kinds of
+candidate queries: lexical (BM25 over title, tags and text with per-field boosts) and vector
+(cosine kNN). Fusion, tuning and evaluation live above this interface, so both engines are
+measured by the same code. Implementations match it by structure; they do not subclass it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol, Sequence
+
+import numpy as np
+
+from assistant.documents import Chunk
+
+LEXICAL_FIELDS = ("title", "tags", "text")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One candidate: a chunk id and the engine's score for it (higher is better)."""
+
+    chunk_id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class LexicalParams:
+    """How lexical candidates are scored: BM25 k1/b, field boosts, multi_match tie breaker."""
+
+    boosts: dict = field(default_factory=lambda: {"title": 1.0, "tags": 1.0, "text": 1.0})
+    tie_breaker: float = 0.0
+    k1: float = 1.2
+    b: float = 0.75
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What an existing index was built with."""
+
+    name: str
+    dim: int
+    model: str
+    count: int
+
+
+@dataclass(frozen=True)
+class IndexedChunk:
+    """A chunk ready for an engine: row 0 of ``vectors`` embeds the chunk, further rows embed
+    its sentence windows (the chunk's vector score is the best of its rows)."""
+
+    chunk: Chunk
+    vectors: np.ndarray
+
+
+class Engine(Protocol):
+    """A search engine holding one index of chunks."""
+
+    name: str
+
+    def info(self) -> IndexInfo | None:
+        """The live index's name, vector size, embedding model and chunk count; None if none."""
+        ...
+
+    def chunk_hashes(self) -> dict[str, str]:
+        """``chunk_id -> content_hash`` of every indexed chunk, for incremental updates."""
+        ...
+
+    def write(self, upserts: Sequence[IndexedChunk], deletes: Iterable[str], *, dim: int,
+              model: str, rebuild: bool = False) -> None:
+        """Apply a whole update so that readers see either the old or the new index, never a
+        half-written one. ``rebuild`` replaces the index by exactly ``upserts``.
+
+        :raises IndexMismatch: the live index has another vector size or model and ``rebuild``
+            is false.
+        """
+        ...
+
+    def lexical_search(self, query: str, k: int, *, category: str | None = None,
+                       params: LexicalParams | None = None) -> list[Hit]:
+        """Best ``k`` chunks by BM25 (multi_match best_fields semantics), best first."""
+        ...
+
+    def vector_search(self, vector: np.ndarray, k: int, *,
+                      category: str | None = None) -> list[Hit]:
+        """Best ``k`` chunks by cosine similarity of their best vector to ``vector``."""
+        ...
+
+    def get_chunks(self, chunk_ids: Iterable[str]) -> dict[str, Chunk]:
+        """The stored chunks for these ids (unknown ids are left out)."""
+        ...
+
+    def count(self) -> int:
+        """Number of chunks in the live index (0 when there is none)."""
+        ...
+
+    def ping(self) -> None:
+        """Return if the engine answers; raise ``EngineUnavailable`` saying why otherwise."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...
