@@ -1,0 +1,418 @@
+"""The Elasticsearch engine: pure query builders, then behaviour against a server (``es_url``:
+noida-db locally, a real Elasticsearch when ES_URL is set)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from assistant.documents import Chunk
+from assistant.engines.base import Hit, IndexedChunk, LexicalParams
+from assistant.engines.elasticsearch import (
+    ElasticsearchEngine,
+    chunk_document,
+    chunk_from_source,
+    index_body,
+    knn_query,
+    lexical_query,
+    safe_url,
+    versioned_name,
+)
+from assistant.errors import EngineError, EngineUnavailable, IndexMismatch
+from tests.fixtures_es import free_port
+
+HOME, SOUND, POST = "LE HOME STUDIO", "LE SOUND DESIGN", "LA POST-PROD"
+MODEL = "test-model"
+DIM = 4
+
+
+def _chunk(cid, title, text, category, tags=""):
+    return Chunk(chunk_id=cid, article_id=f"a-{cid}", title=title, text=text,
+                 url=f"https://www.arsonor.com/{cid}/", category=category, tags=tags)
+
+
+CHUNKS = [
+    _chunk("osc", "Les oscillateurs d’un synthétiseur",
+           "Un synthé soustractif part de ses oscillateurs : dents de scie, carrés et sinus.",
+           SOUND, "synthèse"),
+    _chunk("comp", "Compresser une voix",
+           "Le compresseur réduit la dynamique : seuil, ratio, attaque et relâchement.", POST),
+    _chunk("acou", "Traiter l’acoustique de son home studio",
+           "Des panneaux absorbants et des bass traps corrigent les réflexions de la pièce.", HOME),
+    _chunk("mon", "Choisir ses enceintes de monitoring",
+           "Placez-les en triangle équilatéral avec la tête de l’ingénieur du son.", HOME),
+    _chunk("reverb", "La réverbération à convolution",
+           "Une réponse impulsionnelle recrée l’espace d’une salle réelle sur une piste.", POST),
+    _chunk("lfo", "Moduler avec un LFO",
+           "Un LFO est un oscillateur basse fréquence qui module la coupure du filtre.", SOUND),
+    _chunk("satt", "La saturation",
+           "Chauffer une piste pour lui donner du grain et de la présence.", POST),
+    _chunk("drums", "Mixer une batterie",
+           "Sur la caisse claire, un peu de saturation ; sur les toms, de la compression "
+           "parallèle et une reverb courte donnent du corps à l’ensemble du kit.", HOME),
+]
+
+
+def _unit(v):
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+# Distinct, deterministic unit vectors: every pair of cosines differs, so rankings are exact.
+VECTORS = {c.chunk_id: _unit(np.random.default_rng(i + 7).normal(size=DIM))
+           for i, c in enumerate(CHUNKS)}
+
+
+def _indexed(chunks=CHUNKS, dim=DIM):
+    out = []
+    for c in chunks:
+        v = VECTORS[c.chunk_id] if dim == DIM else _unit(np.arange(1, dim + 1, dtype=float))
+        out.append(IndexedChunk(chunk=c, vectors=v.reshape(1, -1)))
+    return out
+
+
+def _ranking(query, chunks=CHUNKS):
+    q = _unit(query)
+    scored = [(float(np.dot(q, VECTORS[c.chunk_id])), c.chunk_id) for c in chunks]
+    return [cid for _, cid in sorted(scored, reverse=True)], dict((c, s) for s, c in scored)
+
+
+# --------------------------------------------------------------------------- pure builders
+
+
+def test_index_body_mapping_and_settings():
+    body = index_body(384, "intfloat/multilingual-e5-small", k1=1.5, b=0.6)
+    settings, mappings = body["settings"], body["mappings"]
+    assert settings["number_of_shards"] == 1 and settings["number_of_replicas"] == 0
+    assert settings["similarity"]["arsonor_bm25"] == {"type": "BM25", "k1": 1.5, "b": 0.6}
+    filters = settings["analysis"]["analyzer"]["arsonor_french"]["filter"]
+    assert filters.index("lowercase") < filters.index("fr_elision")
+    assert mappings["_meta"] == {"dim": 384, "model": "intfloat/multilingual-e5-small"}
+    props = mappings["properties"]
+    for name in ("chunk_id", "article_id", "category", "url", "content_hash"):
+        assert props[name] == {"type": "keyword"}
+    for name in ("title", "tags", "text"):
+        assert props[name] == {"type": "text", "analyzer": "arsonor_french",
+                               "similarity": "arsonor_bm25"}
+    hnsw = {"type": "hnsw", "m": 16, "ef_construction": 100}
+    assert props["vector"] == {"type": "dense_vector", "dims": 384, "index": True,
+                               "similarity": "cosine", "index_options": hnsw}
+    assert props["windows"]["type"] == "nested"
+    assert props["windows"]["properties"]["vector"] == props["vector"]
+
+
+def test_lexical_query_boosts_tie_breaker_and_filter():
+    params = LexicalParams(boosts={"title": 3.0, "tags": 0.5, "text": 1.0}, tie_breaker=0.3)
+    body = lexical_query("l’oscillateur", 7, category=SOUND, params=params)
+    match = body["query"]["bool"]["must"][0]["multi_match"]
+    assert match == {"query": "l’oscillateur", "type": "best_fields",
+                     "fields": ["title^3", "tags^0.5", "text^1"], "tie_breaker": 0.3}
+    assert body["query"]["bool"]["filter"] == [{"term": {"category": SOUND}}]
+    assert body["size"] == 7 and body["_source"] is False
+    plain = lexical_query("reverb", 3)
+    assert plain["query"]["bool"]["filter"] == []
+    assert plain["query"]["bool"]["must"][0]["multi_match"]["fields"] == [
+        "title^1", "tags^1", "text^1"]
+
+
+def test_knn_query_candidates_and_filter():
+    body = knn_query(np.array([1, 0, 0, 0], dtype=np.float32), 5, 100, category=HOME)
+    assert body["knn"] == {"field": "vector", "query_vector": [1.0, 0.0, 0.0, 0.0], "k": 5,
+                           "num_candidates": 100, "filter": {"term": {"category": HOME}}}
+    assert body["size"] == 5 and body["_source"] is False
+    big = knn_query([0.5, 0.5], 300, 100, field="windows.vector")
+    assert big["knn"]["num_candidates"] == 300 and "filter" not in big["knn"]
+    assert big["knn"]["field"] == "windows.vector"
+
+
+def test_chunk_document_windows_only_with_extra_rows():
+    chunk = replace(CHUNKS[0], windows=("w1", "w2"))
+    one = chunk_document(IndexedChunk(chunk, np.ones((1, 4), dtype=np.float32)))
+    assert "windows" not in one and one["vector"] == [1.0] * 4
+    assert one["content_hash"] == chunk.content_hash and one["chunk_id"] == "osc"
+    three = chunk_document(IndexedChunk(chunk, np.eye(3, 4, dtype=np.float32)))
+    assert three["vector"] == [1.0, 0.0, 0.0, 0.0]
+    assert three["windows"] == [{"vector": [0.0, 1.0, 0.0, 0.0], "text": "w1"},
+                                {"vector": [0.0, 0.0, 1.0, 0.0], "text": "w2"}]
+    back = chunk_from_source(three)
+    assert back == chunk and back.windows == ("w1", "w2")
+
+
+def test_versioned_name_and_safe_url():
+    now = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
+    assert versioned_name("arsonor-chunks", now) == "arsonor-chunks-v20240506070809123456"
+    assert re.fullmatch(r"x-v\d{20}", versioned_name("x"))
+    assert safe_url("https://elastic:s3cret@es.example:9243") == "https://es.example:9243"
+    assert safe_url("http://localhost:9200") == "http://localhost:9200"
+
+
+def test_client_is_lazy():
+    engine = ElasticsearchEngine("http://127.0.0.1:9", "whatever")
+    assert engine._client is None
+    engine.close()
+
+
+# --------------------------------------------------------------------------- against a server
+
+
+@pytest.fixture
+def engine(es_url, es_alias):
+    eng = ElasticsearchEngine(es_url, es_alias, timeout=30)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def built(engine):
+    engine.write(_indexed(), [], dim=DIM, model=MODEL)
+    return engine
+
+
+def test_no_index_yet(engine):
+    assert engine.info() is None
+    assert engine.count() == 0
+    assert engine.chunk_hashes() == {}
+    engine.ping()
+    with pytest.raises(EngineUnavailable, match="no index"):
+        engine.lexical_search("oscillateur", 3)
+
+
+def test_first_write_creates_versioned_index_behind_alias(built, es_client, es_alias):
+    info = built.info()
+    assert re.fullmatch(re.escape(es_alias) + r"-v\d{20}", info.name)
+    assert (info.dim, info.model, info.count) == (DIM, MODEL, len(CHUNKS))
+    assert built.count() == len(CHUNKS)
+    assert list(es_client.indices.get_alias(name=es_alias)) == [info.name]
+    assert built.chunk_hashes() == {c.chunk_id: c.content_hash for c in CHUNKS}
+
+
+def test_mapping_sets_hnsw_index_options_explicitly(built, es_client):
+    name = built.info().name
+    mapping = es_client.indices.get_mapping(index=name)[name]["mappings"]
+    vector = mapping["properties"]["vector"]
+    assert vector["type"] == "dense_vector" and vector["dims"] == DIM
+    assert vector["similarity"] == "cosine"
+    options = vector["index_options"]
+    assert (options["type"], options["m"], options["ef_construction"]) == ("hnsw", 16, 100)
+    assert mapping["_meta"] == {"dim": DIM, "model": MODEL}
+    assert mapping["properties"]["text"]["analyzer"] == "arsonor_french"
+    assert mapping["properties"]["text"]["similarity"] == "arsonor_bm25"
+
+
+def test_index_analyzer_handles_elision_plural_accents(built, es_client):
+    name = built.info().name
+
+    def tokens(text):
+        body = es_client.indices.analyze(index=name, analyzer="arsonor_french", text=text)
+        return [t["token"] for t in body["tokens"]]
+
+    assert tokens("L’oscillateur") == ["oscil"]
+    assert tokens("l'oscillateur des oscillateurs") == ["oscil", "oscil"]
+    assert tokens("la Réverbération") == tokens("reverberation")
+    assert tokens("le la les") == []
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("l’oscillateur", "osc"),          # typographic elision, singular vs. "oscillateurs"
+    ("L'OSCILLATEUR", "osc"),
+    ("reverberation", "reverb"),        # no accents vs. "réverbération"
+    ("enceinte", "mon"),                # singular vs. "enceintes"
+    ("l’acoustique du studio", "acou"),
+    ("compresseurs", "comp"),
+])
+def test_lexical_search_french_queries(built, query, expected):
+    hits = built.lexical_search(query, 3)
+    assert hits and hits[0].chunk_id == expected
+    assert all(isinstance(h, Hit) for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_lexical_search_finds_every_matching_chunk(built):
+    ids = {h.chunk_id for h in built.lexical_search("oscillateurs", 10)}
+    assert ids == {"osc", "lfo"}
+
+
+def test_field_boosts_change_the_order(built):
+    # "saturation" is the title of `satt` and a word of the text of `drums`.
+    title_first = LexicalParams(boosts={"title": 10.0, "tags": 1.0, "text": 1.0})
+    text_first = LexicalParams(boosts={"title": 1.0, "tags": 1.0, "text": 10.0})
+    assert [h.chunk_id for h in built.lexical_search("saturation", 2, params=title_first)] == [
+        "satt", "drums"]
+    assert [h.chunk_id for h in built.lexical_search("saturation", 2, params=text_first)] == [
+        "drums", "satt"]
+
+
+def test_tie_breaker_adds_other_fields(built):
+    # `osc` matches in title and text: with tie_breaker 1 its score is the sum, not the max.
+    plain = {h.chunk_id: h.score for h in built.lexical_search("oscillateur", 5)}
+    summed = {h.chunk_id: h.score for h in built.lexical_search(
+        "oscillateur", 5, params=LexicalParams(tie_breaker=1.0))}
+    assert summed["osc"] > plain["osc"]
+    assert summed["lfo"] == pytest.approx(plain["lfo"], rel=1e-5)
+
+
+def test_lexical_category_filter(built):
+    assert {h.chunk_id for h in built.lexical_search("saturation", 5)} == {"satt", "drums"}
+    assert [h.chunk_id for h in built.lexical_search("saturation", 5, category=HOME)] == [
+        "drums"]
+    assert built.lexical_search("oscillateur", 5, category=POST) == []
+
+
+@pytest.mark.parametrize("query", ["", "   ", "le la les", "l’ d’"])
+def test_empty_analysed_query_gives_nothing(built, query):
+    assert built.lexical_search(query, 5) == []
+
+
+def test_vector_search_ranks_by_cosine(built):
+    query = np.array([0.3, -0.2, 0.9, 0.1], dtype=np.float32)
+    order, cosines = _ranking(query)
+    hits = built.vector_search(query, 5)
+    assert [h.chunk_id for h in hits] == order[:5]
+    for h in hits:
+        assert h.score == pytest.approx((1 + cosines[h.chunk_id]) / 2, abs=1e-4)
+    exact = built.vector_search(VECTORS["reverb"], 1)
+    assert exact[0].chunk_id == "reverb" and exact[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_vector_category_filter(built):
+    query = VECTORS["osc"]
+    in_post = [c for c in CHUNKS if c.category == POST]
+    order, _ = _ranking(query, in_post)
+    hits = built.vector_search(query, 10, category=POST)
+    assert [h.chunk_id for h in hits] == order
+    assert built.vector_search(query, 3, category="NO SUCH CATEGORY") == []
+
+
+def test_vector_search_uses_window_vectors(engine):
+    windowed = replace(CHUNKS[0], windows=("dents de scie", "carrés et sinus"))
+    rows = np.stack([_unit([1, 0, 0, 0]), _unit([0, 0, 1, 0]), _unit([0, 0, 0.6, 0.8])])
+    items = [IndexedChunk(windowed, rows)] + [
+        IndexedChunk(c, _unit([0, 1, 0, 0.2 * i]).reshape(1, -1))
+        for i, c in enumerate(CHUNKS[1:], 1)]
+    engine.write(items, [], dim=DIM, model=MODEL)
+    # The query is the second window exactly: the chunk scores by its best row.
+    hits = engine.vector_search(_unit([0, 0, 0.6, 0.8]), 3)
+    assert hits[0].chunk_id == "osc" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert len({h.chunk_id for h in hits}) == len(hits) == 3
+    assert engine.vector_search(_unit([0, 0, 1, 0]), 1, category=SOUND)[0].chunk_id == "osc"
+    assert engine.vector_search(_unit([0, 0, 1, 0]), 3, category=POST)[0].chunk_id != "osc"
+    assert engine.get_chunks(["osc"])["osc"].windows == windowed.windows
+
+
+def test_get_chunks(built):
+    got = built.get_chunks(["mon", "nope", "osc", "mon"])
+    assert set(got) == {"mon", "osc"}
+    assert got["mon"] == CHUNKS[3] and got["osc"] == CHUNKS[0]
+    assert built.get_chunks([]) == {}
+
+
+def test_rebuild_swaps_alias_atomically(built, es_client, es_alias, monkeypatch):
+    old = built.info().name
+    IndicesClient = type(built.client.indices)
+    calls = []
+    real = IndicesClient.update_aliases
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs.get("actions"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(IndicesClient, "update_aliases", spy)
+    keep = CHUNKS[:3]
+    built.write(_indexed(keep), [], dim=DIM, model=MODEL, rebuild=True)
+    new = built.info()
+    assert new.name != old and new.count == 3 and built.count() == 3
+    assert list(es_client.indices.get_alias(name=es_alias)) == [new.name]
+    assert not es_client.indices.exists(index=old)
+    assert set(built.chunk_hashes()) == {c.chunk_id for c in keep}
+    assert len(calls) == 1  # one atomic action list: remove from old + add to new
+    assert {"remove": {"index": old, "alias": es_alias}} in calls[0]
+    assert {"add": {"index": new.name, "alias": es_alias}} in calls[0]
+    assert list(es_client.indices.get(index=f"{es_alias}*")) == [new.name]
+
+
+def test_failed_rebuild_keeps_the_live_index(built, es_client, es_alias):
+    old = built.info()
+    bad = IndexedChunk(CHUNKS[1], np.zeros((1, DIM), dtype=np.float32))  # cosine refuses 0
+    with pytest.raises(EngineError, match="comp") as caught:
+        built.write(_indexed(CHUNKS[:1]) + [bad], [], dim=DIM, model=MODEL, rebuild=True)
+    assert not isinstance(caught.value, IndexMismatch)
+    assert built.info() == old
+    assert list(es_client.indices.get(index=f"{es_alias}*")) == [old.name]
+
+
+def test_incremental_upsert_and_delete(built):
+    name = built.info().name
+    changed = replace(CHUNKS[1], text="Le compresseur dompte les crêtes d’une voix trop vive.")
+    new = _chunk("eq", "L’égaliseur paramétrique", "Couper les fréquences gênantes.", POST)
+    VECTORS["eq"] = _unit([1, 1, 1, 1])
+    try:
+        built.write(_indexed([changed, new]), ["acou", "never-indexed"], dim=DIM, model=MODEL)
+    finally:
+        VECTORS.pop("eq")
+    assert built.info().name == name
+    assert built.count() == len(CHUNKS) + 1 - 1
+    hashes = built.chunk_hashes()
+    assert "acou" not in hashes and hashes["eq"] == new.content_hash
+    assert hashes["comp"] == changed.content_hash != CHUNKS[1].content_hash
+    assert built.get_chunks(["comp"])["comp"].text == changed.text
+    assert built.lexical_search("crêtes", 1)[0].chunk_id == "comp"
+    assert built.lexical_search("acoustique", 5) == []
+
+
+def test_dim_or_model_change_needs_rebuild(built):
+    with pytest.raises(IndexMismatch, match=r"4-dimensional.*gives 8.*--rebuild"):
+        built.write(_indexed(CHUNKS[:1], dim=8), [], dim=8, model=MODEL)
+    with pytest.raises(IndexMismatch, match="other-model"):
+        built.write(_indexed(CHUNKS[:1]), [], dim=DIM, model="other-model")
+    assert built.count() == len(CHUNKS)
+    built.write(_indexed(CHUNKS[:2], dim=8), [], dim=8, model="other-model", rebuild=True)
+    info = built.info()
+    assert (info.dim, info.model, info.count) == (8, "other-model", 2)
+
+
+def test_vectors_must_match_dim(built):
+    with pytest.raises(EngineError, match="5-dimensional"):
+        built.write([IndexedChunk(CHUNKS[0], np.ones((1, 5)))], [], dim=DIM, model=MODEL)
+
+
+def test_unreachable_server_is_engine_unavailable():
+    url = f"http://127.0.0.1:{free_port()}"
+    engine = ElasticsearchEngine(url, "arsonor-chunks", timeout=0.5)
+    for call in (engine.ping, engine.info, engine.count,
+                 lambda: engine.lexical_search("oscillateur", 3),
+                 lambda: engine.vector_search(np.ones(DIM), 3)):
+        with pytest.raises(EngineUnavailable) as caught:
+            call()
+        message = str(caught.value)
+        assert url in message and "unreachable" in message
+        for leak in ("Traceback", "urllib3", "HTTPConnection", "ConnectionError", "object at"):
+            assert leak not in message
+    engine.close()
+
+
+def test_nested_knn_refused_falls_back_to_chunk_vectors(engine, monkeypatch):
+    from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
+    from elasticsearch import BadRequestError
+
+    rows = np.stack([_unit([1, 0, 0, 0]), _unit([0, 0, 1, 0])])
+    engine.write([IndexedChunk(CHUNKS[0], rows)] + _indexed(CHUNKS[1:]), [], dim=DIM,
+                 model=MODEL)
+    client = engine.client
+    real_search = client.search
+
+    def old_server_search(*args, **kwargs):
+        if (kwargs.get("knn") or {}).get("field") == "windows.vector":
+            meta = ApiResponseMeta(400, "1.1", HttpHeaders(), 0.0,
+                                   NodeConfig("http", "localhost", 9200))
+            raise BadRequestError("refused", meta, {"error": {
+                "type": "illegal_argument_exception", "reason": "nested knn unsupported"}})
+        return real_search(*args, **kwargs)
+
+    monkeypatch.setattr(client, "search", old_server_search)
+    query = np.array([0.3, -0.2, 0.9, 0.1], dtype=np.float32)
+    assert [h.chunk_id for h in engine.vector_search(query, 3)] == _ranking(query)[0][:3]
+    assert engine._nested_knn is False
