@@ -1,0 +1,7 @@
+-- Feedback written while the database was down is spooled to a file and replayed later. Each
+-- feedback carries a client-made uuid so that a replay that runs twice (crash between the commit
+-- and the truncation of the spool) stores it once. NULL for rows written by other tools.
+-- (SQLite has no ADD COLUMN IF NOT EXISTS: the runner applies each version once.)
+
+ALTER TABLE feedback ADD COLUMN spool_id TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS idx_feedback_spool_id ON feedback (spool_id);
