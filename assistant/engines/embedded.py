@@ -1,0 +1,331 @@
+"""The embedded engine: one SQLite file, no server.
+
+SQLite holds the chunks, their analysed terms and their vectors, and makes every update one
+transaction (crash-safe, readers never see half an update). Searches run over an in-memory
+snapshot built from the file: a per-field inverted index scored with Lucene's BM25 (the same
+formula, document-length encoding and multi_match best_fields combination as Elasticsearch, so
+both engines rank alike) and a matrix of unit vectors for exact cosine kNN. The snapshot is
+rebuilt when another writer has committed (a generation counter in the file says so).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from assistant.documents import Chunk
+from assistant.engines.analysis import analyze
+from assistant.engines.base import LEXICAL_FIELDS, Hit, IndexedChunk, IndexInfo, LexicalParams
+from assistant.errors import EngineUnavailable, IndexMismatch
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id TEXT PRIMARY KEY,
+    article_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    url TEXT NOT NULL,
+    category TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    text TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    title_terms TEXT NOT NULL,
+    tags_terms TEXT NOT NULL,
+    text_terms TEXT NOT NULL,
+    vectors BLOB NOT NULL
+);
+"""
+
+
+def _lucene_length_table() -> np.ndarray:
+    """Field lengths as Lucene decodes them from its one-byte norms (SmallFloat.byte4ToInt):
+    exact below 24, then 3 significant bits. BM25 uses the decoded length, so must we."""
+    max_int4 = 231  # SmallFloat.longToInt4(Integer.MAX_VALUE)
+    free = 255 - max_int4
+    table = np.zeros(256, dtype=np.float64)
+    for byte in range(256):
+        if byte < free:
+            table[byte] = byte
+        else:
+            i = byte - free
+            bits, shift = i & 0x07, (i >> 3) - 1
+            table[byte] = free + (bits if shift == -1 else (bits | 0x08) << shift)
+    return table
+
+
+def _lucene_norm(length: int) -> int:
+    """SmallFloat.intToByte4: the one-byte norm Lucene stores for a field length."""
+    free = 24
+    if length < free:
+        return length
+    i = length - free
+    num_bits = i.bit_length()
+    if num_bits < 4:
+        return free + i
+    shift = num_bits - 4
+    encoded = (i >> shift) & 0x07 | (shift + 1) << 3
+    return free + encoded
+
+
+_LENGTHS = _lucene_length_table()
+
+
+@dataclass
+class _FieldIndex:
+    """Postings of one text field in CSR form: the postings of term t are
+    ``docs[offsets[t]:offsets[t+1]]`` with frequencies ``freqs[...]``."""
+
+    vocab: dict[str, int]
+    offsets: np.ndarray
+    docs: np.ndarray
+    freqs: np.ndarray
+    lengths: np.ndarray  # decoded norm per document
+    doc_count: int  # documents with at least one term in this field
+    avg_length: float
+
+    @classmethod
+    def build(cls, term_lists: list[list[str]]) -> "_FieldIndex":
+        vocab: dict[str, int] = {}
+        doc_ids, term_ids = [], []
+        for doc, terms in enumerate(term_lists):
+            ids = [vocab.setdefault(t, len(vocab)) for t in terms]
+            term_ids.extend(ids)
+            doc_ids.extend([doc] * len(ids))
+        n_docs = len(term_lists)
+        raw_lengths = np.array([len(t) for t in term_lists], dtype=np.int64)
+        keys = np.array(term_ids, dtype=np.int64) * max(n_docs, 1) + np.array(doc_ids, dtype=np.int64)
+        keys, freqs = np.unique(keys, return_counts=True)
+        terms_of_keys = keys // max(n_docs, 1)
+        offsets = np.searchsorted(terms_of_keys, np.arange(len(vocab) + 1))
+        doc_count = int(np.count_nonzero(raw_lengths))
+        norms = np.array([_lucene_norm(int(n)) for n in raw_lengths], dtype=np.int64)
+        return cls(
+            vocab=vocab,
+            offsets=offsets,
+            docs=(keys % max(n_docs, 1)).astype(np.int64),
+            freqs=freqs.astype(np.float64),
+            lengths=_LENGTHS[norms] if n_docs else np.zeros(0),
+            doc_count=doc_count,
+            avg_length=float(raw_lengths.sum()) / doc_count if doc_count else 1.0,
+        )
+
+    def score(self, terms: list[str], n_docs: int, k1: float, b: float) -> np.ndarray:
+        """BM25 of every document for these query terms (Lucene ≥ 8: no (k1 + 1) factor)."""
+        scores = np.zeros(n_docs, dtype=np.float64)
+        for term in terms:
+            t = self.vocab.get(term)
+            if t is None:
+                continue
+            start, end = self.offsets[t], self.offsets[t + 1]
+            docs, freqs = self.docs[start:end], self.freqs[start:end]
+            idf = np.log(1.0 + (self.doc_count - len(docs) + 0.5) / (len(docs) + 0.5))
+            norm = k1 * (1.0 - b + b * self.lengths[docs] / self.avg_length)
+            scores[docs] += idf * freqs / (freqs + norm)
+        return scores
+
+
+class _Snapshot:
+    """An immutable, searchable picture of the file at one generation."""
+
+    def __init__(self, generation: int, rows: list[tuple]):
+        self.generation = generation
+        self.chunk_ids = [r[0] for r in rows]
+        self.categories = np.array([r[1] for r in rows], dtype=object)
+        self.fields = {
+            name: _FieldIndex.build([r[2 + i].split() for r in rows])
+            for i, name in enumerate(LEXICAL_FIELDS)
+        }
+        matrices, owners = [], []
+        for doc, r in enumerate(rows):
+            m = np.frombuffer(r[5], dtype=np.float32).reshape(-1, r[6])
+            matrices.append(m)
+            owners.append(np.full(len(m), doc, dtype=np.int64))
+        dim = rows[0][6] if rows else 0
+        self.vectors = np.vstack(matrices) if matrices else np.zeros((0, dim), np.float32)
+        self.owners = np.concatenate(owners) if owners else np.zeros(0, np.int64)
+        self.single_vector = len(self.owners) == len(rows)
+
+    def mask(self, category: str | None) -> np.ndarray | None:
+        return None if category is None else self.categories == category
+
+    def top(self, scores: np.ndarray, k: int, keep: np.ndarray) -> list[Hit]:
+        candidates = np.flatnonzero(keep)
+        if len(candidates) > k:
+            part = np.argpartition(-scores[candidates], k - 1)[:k]
+            candidates = candidates[part]
+        # Ties broken by chunk position, so the order is stable across runs.
+        order = sorted(candidates, key=lambda d: (-scores[d], d))
+        return [Hit(self.chunk_ids[d], float(scores[d])) for d in order]
+
+
+class EmbeddedEngine:
+    """The default engine: persistent in one SQLite file, exact search in memory."""
+
+    name = "embedded"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._snapshot: _Snapshot | None = None
+
+    # -- storage -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(SCHEMA)
+            except (sqlite3.Error, OSError) as e:
+                raise EngineUnavailable(f"cannot open the index file {self.path}: {e}") from None
+            self._local.conn = conn
+        return conn
+
+    def _meta(self, conn: sqlite3.Connection) -> dict[str, str]:
+        return dict(conn.execute("SELECT key, value FROM meta"))
+
+    def info(self) -> IndexInfo | None:
+        conn = self._connect()
+        meta = self._meta(conn)
+        if "dim" not in meta:
+            return None
+        count = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        return IndexInfo(str(self.path), int(meta["dim"]), meta["model"], count)
+
+    def chunk_hashes(self) -> dict[str, str]:
+        return dict(self._connect().execute("SELECT chunk_id, content_hash FROM chunks"))
+
+    def write(self, upserts: Sequence[IndexedChunk], deletes: Iterable[str], *, dim: int,
+              model: str, rebuild: bool = False) -> None:
+        conn = self._connect()
+        rows = [self._row(item, dim) for item in upserts]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            meta = self._meta(conn)
+            if not rebuild and "dim" in meta and (int(meta["dim"]) != dim or meta["model"] != model):
+                raise IndexMismatch(
+                    f"the index {self.path} holds {meta['dim']}-dimensional vectors from "
+                    f"{meta['model']}; this embedder gives {dim} from {model}: rebuild it with "
+                    "`assistant index --rebuild`")
+            if rebuild:
+                conn.execute("DELETE FROM chunks")
+            conn.executemany("DELETE FROM chunks WHERE chunk_id = ?", [(d,) for d in deletes])
+            conn.executemany(
+                "INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            generation = int(meta.get("generation", "0")) + 1
+            conn.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [("dim", str(dim)), ("model", model), ("generation", str(generation))])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _row(item: IndexedChunk, dim: int) -> tuple:
+        c = item.chunk
+        vectors = np.asarray(item.vectors, dtype=np.float32).reshape(-1, dim)
+        return (c.chunk_id, c.article_id, c.title, c.url, c.category, c.tags, c.text,
+                c.content_hash, " ".join(analyze(c.title)), " ".join(analyze(c.tags)),
+                " ".join(analyze(c.text)), vectors.tobytes())
+
+    # -- search --------------------------------------------------------------------------
+
+    def _current(self) -> _Snapshot:
+        conn = self._connect()
+        row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        generation = int(row[0]) if row else 0
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot.generation == generation:
+            return snapshot
+        with self._lock:
+            if self._snapshot is None or self._snapshot.generation != generation:
+                rows = conn.execute(
+                    "SELECT c.chunk_id, c.category, c.title_terms, c.tags_terms, c.text_terms, "
+                    "c.vectors, CAST(m.value AS INTEGER) FROM chunks c, meta m "
+                    "WHERE m.key = 'dim' ORDER BY c.rowid").fetchall()
+                self._snapshot = _Snapshot(generation, rows)
+            return self._snapshot
+
+    def lexical_search(self, query: str, k: int, *, category: str | None = None,
+                       params: LexicalParams | None = None) -> list[Hit]:
+        params = params or LexicalParams()
+        terms = analyze(query)
+        snap = self._current()
+        n = len(snap.chunk_ids)
+        if not terms or n == 0 or k <= 0:
+            return []
+        per_field = [
+            params.boosts.get(name, 1.0) * snap.fields[name].score(terms, n, params.k1, params.b)
+            for name in LEXICAL_FIELDS
+            if params.boosts.get(name, 1.0) > 0
+        ]
+        stacked = np.vstack(per_field)
+        best = stacked.max(axis=0)
+        scores = best + params.tie_breaker * (stacked.sum(axis=0) - best)
+        keep = scores > 0
+        mask = snap.mask(category)
+        if mask is not None:
+            keep &= mask
+        return snap.top(scores, k, keep)
+
+    def vector_search(self, vector: np.ndarray, k: int, *,
+                      category: str | None = None) -> list[Hit]:
+        snap = self._current()
+        n = len(snap.chunk_ids)
+        if n == 0 or k <= 0:
+            return []
+        vector = np.asarray(vector, dtype=np.float32).ravel()
+        if vector.shape[0] != snap.vectors.shape[1]:
+            raise IndexMismatch(
+                f"query vector has {vector.shape[0]} dimensions, the index {snap.vectors.shape[1]}:"
+                " the index was built with another embedder; rebuild it")
+        similarities = snap.vectors @ vector
+        if snap.single_vector:
+            scores = similarities.astype(np.float64)
+        else:
+            scores = np.full(n, -np.inf)
+            np.maximum.at(scores, snap.owners, similarities)
+        keep = np.ones(n, dtype=bool)
+        mask = snap.mask(category)
+        if mask is not None:
+            keep &= mask
+        return snap.top(scores, k, keep)
+
+    def get_chunks(self, chunk_ids: Iterable[str]) -> dict[str, Chunk]:
+        ids = list(dict.fromkeys(chunk_ids))
+        found: dict[str, Chunk] = {}
+        conn = self._connect()
+        for start in range(0, len(ids), 500):
+            batch = ids[start:start + 500]
+            marks = ",".join("?" * len(batch))
+            for row in conn.execute(
+                    "SELECT chunk_id, article_id, title, text, url, category, tags FROM chunks "
+                    f"WHERE chunk_id IN ({marks})", batch):
+                found[row[0]] = Chunk(*row)
+        return found
+
+    def count(self) -> int:
+        return self._connect().execute("SELECT count(*) FROM chunks").fetchone()[0]
+
+    def ping(self) -> None:
+        try:
+            self._connect().execute("SELECT 1 FROM meta LIMIT 1")
+        except sqlite3.Error as e:
+            raise EngineUnavailable(f"the index file {self.path} cannot be read: {e}") from None
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+

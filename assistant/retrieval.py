@@ -1,0 +1,190 @@
+"""Hybrid retrieval over any engine: lexical and vector candidates, fused on the client.
+
+Fusion lives here, above the engine protocol, so both engines are fused and measured the same
+way (server-side RRF would need a paid Elasticsearch licence anyway). The weights, boosts and
+passage recipe come from one JSON file (``assistant/retrieval.json``) that the tuning command
+writes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from assistant.config import load_json_config
+from assistant.documents import Chunk
+from assistant.engines.base import Engine, Hit, LexicalParams
+from assistant.errors import ConfigError, InvalidQuestion
+
+MODES = ("lexical", "vector", "hybrid")
+FUSIONS = ("rrf", "weighted")
+MAX_QUESTION_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class PassageRecipe:
+    """What is embedded for a chunk: its title before the text, and sentence windows."""
+
+    title: bool = True
+    window_words: int = 0  # 0: one vector per chunk; else also windows of about this many words
+
+    @property
+    def tag(self) -> str:
+        return f"title={int(self.title)},windows={self.window_words}"
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """Everything that decides a ranking, loaded from and saved to one JSON file."""
+
+    lexical: LexicalParams = field(default_factory=LexicalParams)
+    fusion: str = "rrf"
+    rrf_k: int = 60
+    weights: dict = field(default_factory=lambda: {"lexical": 1.0, "vector": 1.0})
+    candidates: int = 50
+    passage: PassageRecipe = field(default_factory=PassageRecipe)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RetrievalConfig":
+        try:
+            lexical = LexicalParams(**data.get("lexical", {}))
+            passage = PassageRecipe(**data.get("passage", {}))
+            rest = {k: v for k, v in data.items() if k not in ("lexical", "passage", "_comment")}
+            config = cls(lexical=lexical, passage=passage, **rest)
+        except TypeError as e:
+            raise ConfigError(f"retrieval configuration: {e}") from None
+        if config.fusion not in FUSIONS:
+            raise ConfigError(f"retrieval configuration: fusion must be one of {FUSIONS}")
+        if set(config.lexical.boosts) - {"title", "tags", "text"}:
+            raise ConfigError("retrieval configuration: boosts apply to title, tags and text only")
+        return config
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RetrievalConfig":
+        return cls.from_dict(load_json_config(path))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path, comment: str = "") -> None:
+        data = {"_comment": comment} if comment else {}
+        data.update(self.to_dict())
+        Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def passage_text(chunk: Chunk, recipe: PassageRecipe) -> str:
+    """The text embedded for a chunk's main vector."""
+    return f"{chunk.title}\n{chunk.text}" if recipe.title and chunk.title else chunk.text
+
+
+def validate_question(question: object, max_chars: int = MAX_QUESTION_CHARS) -> str:
+    """The question, stripped; ``InvalidQuestion`` when it cannot be searched."""
+    if not isinstance(question, str):
+        raise InvalidQuestion("the question must be a string")
+    question = question.strip()
+    if not question:
+        raise InvalidQuestion("the question is empty")
+    if len(question) > max_chars:
+        raise InvalidQuestion(f"the question is too long ({len(question)} characters, at most {max_chars})")
+    if not any(unicodedata.category(ch)[0] in "LN" for ch in question):
+        raise InvalidQuestion("the question has no words, only punctuation or symbols")
+    return question
+
+
+def rrf(rankings: dict[str, list[Hit]], weights: dict[str, float], k: int = 60) -> list[Hit]:
+    """Weighted reciprocal rank fusion: sum of weight / (k + rank) over the lists."""
+    scores: dict[str, float] = {}
+    for name, hits in rankings.items():
+        w = weights.get(name, 1.0)
+        for rank, hit in enumerate(hits, start=1):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + w / (k + rank)
+    return [Hit(cid, s) for cid, s in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def weighted_sum(rankings: dict[str, list[Hit]], weights: dict[str, float]) -> list[Hit]:
+    """Sum of min-max normalised scores, weighted; a list that misses a chunk gives it 0."""
+    scores: dict[str, float] = {}
+    for name, hits in rankings.items():
+        if not hits:
+            continue
+        values = np.array([h.score for h in hits], dtype=np.float64)
+        low, high = values.min(), values.max()
+        spread = high - low
+        w = weights.get(name, 1.0)
+        for hit, value in zip(hits, values):
+            normalised = (value - low) / spread if spread > 0 else 1.0
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + w * normalised
+    return [Hit(cid, s) for cid, s in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def fuse(rankings: dict[str, list[Hit]], config: RetrievalConfig) -> list[Hit]:
+    if config.fusion == "rrf":
+        return rrf(rankings, config.weights, config.rrf_k)
+    return weighted_sum(rankings, config.weights)
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved chunk with its fused score."""
+
+    chunk: Chunk
+    score: float
+
+
+@dataclass
+class Timing:
+    embedding: float = 0.0
+    lexical: float = 0.0
+    vector: float = 0.0
+    total: float = 0.0
+
+
+class Retriever:
+    """Lexical, vector or hybrid search over one engine with one configuration."""
+
+    def __init__(self, engine: Engine, embed_query: Callable[[str], np.ndarray],
+                 config: RetrievalConfig | None = None):
+        self.engine = engine
+        self.embed_query = embed_query
+        self.config = config or RetrievalConfig()
+        self.last_timing = Timing()
+
+    def rank(self, question: str, k: int = 10, *, mode: str = "hybrid",
+             category: str | None = None) -> list[Hit]:
+        """Chunk ids and scores, best first (no chunk text: what evaluation needs)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        question = validate_question(question)
+        timing = Timing()
+        started = time.perf_counter()
+        depth = max(k, self.config.candidates) if mode == "hybrid" else k
+        rankings: dict[str, list[Hit]] = {}
+        if mode in ("lexical", "hybrid"):
+            t = time.perf_counter()
+            rankings["lexical"] = self.engine.lexical_search(
+                question, depth, category=category, params=self.config.lexical)
+            timing.lexical = time.perf_counter() - t
+        if mode in ("vector", "hybrid"):
+            t = time.perf_counter()
+            vector = self.embed_query(question)
+            timing.embedding = time.perf_counter() - t
+            t = time.perf_counter()
+            rankings["vector"] = self.engine.vector_search(vector, depth, category=category)
+            timing.vector = time.perf_counter() - t
+        hits = fuse(rankings, self.config)[:k] if mode == "hybrid" else rankings[mode]
+        timing.total = time.perf_counter() - started
+        self.last_timing = timing
+        return hits
+
+    def search(self, question: str, k: int = 5, *, mode: str = "hybrid",
+               category: str | None = None) -> list[Passage]:
+        """The best ``k`` passages with their chunks."""
+        hits = self.rank(question, k, mode=mode, category=category)
+        chunks = self.engine.get_chunks([h.chunk_id for h in hits])
+        return [Passage(chunks[h.chunk_id], h.score) for h in hits if h.chunk_id in chunks]
