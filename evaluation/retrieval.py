@@ -31,7 +31,7 @@ from assistant.engines import open_engine
 from assistant.engines.base import Hit
 from assistant.errors import AssistantError, SourceError
 from assistant.retrieval import MODES, RetrievalConfig, Retriever
-from indexing.job import run_index
+from indexing.job import index_model_name, run_index
 from indexing.sources import load_chunks
 
 
@@ -154,12 +154,13 @@ def corpus_key(chunks: list[Chunk]) -> str:
 def open_eval_retriever(chunks: list[Chunk], engine_kind: str, settings, config: RetrievalConfig,
                         progress: bool = True) -> Retriever:
     """A retriever over an index of exactly ``chunks``, built or reused, on either engine."""
-    key = corpus_key(chunks)
+    embedder = embedder_from_settings(settings)
+    recipe = hashlib.sha256(index_model_name(embedder, config.passage).encode()).hexdigest()[:6]
+    key = f"{corpus_key(chunks)}-{recipe}"
     settings = settings.replace(
         embedded_path=str(Path(settings.data_dir) / "eval" / f"{key}.sqlite"),
         es_index=f"arsonor-eval-{key}")
     engine = open_engine(settings, config.lexical, kind=engine_kind)
-    embedder = embedder_from_settings(settings)
     cache = EmbeddingCache(settings.embedding_cache_file)
     report = run_index(chunks, engine, embedder, recipe=config.passage, cache=cache,
                        progress=progress)

@@ -1,4 +1,5 @@
-"""The Elasticsearch engine: pure query builders, then behaviour against a server (``es_url``:
+"""Elasticsearch-specific behaviour (the shared suite runs in ``TestElasticsearchContract``):
+pure query builders, then behaviour against a server (``es_url``:
 noida-db locally, a real Elasticsearch when ES_URL is set)."""
 
 from __future__ import annotations
@@ -25,60 +26,20 @@ from assistant.engines.elasticsearch import (
 from assistant.errors import EngineError, EngineUnavailable, IndexMismatch
 from tests.fixtures_es import free_port
 
-HOME, SOUND, POST = "LE HOME STUDIO", "LE SOUND DESIGN", "LA POST-PROD"
-MODEL = "test-model"
-DIM = 4
+from tests.engine_contract import (  # noqa: F401  (shared corpus and helpers)
+    CHUNKS, DIM, HOME, MODEL, POST, SOUND, VECTORS, EngineContract, _chunk, _indexed, _ranking,
+    _unit,
+)
 
 
-def _chunk(cid, title, text, category, tags=""):
-    return Chunk(chunk_id=cid, article_id=f"a-{cid}", title=title, text=text,
-                 url=f"https://www.arsonor.com/{cid}/", category=category, tags=tags)
+class TestElasticsearchContract(EngineContract):
+    """The shared engine suite, on Elasticsearch (noida-db, or a real server at ES_URL)."""
 
-
-CHUNKS = [
-    _chunk("osc", "Les oscillateurs d’un synthétiseur",
-           "Un synthé soustractif part de ses oscillateurs : dents de scie, carrés et sinus.",
-           SOUND, "synthèse"),
-    _chunk("comp", "Compresser une voix",
-           "Le compresseur réduit la dynamique : seuil, ratio, attaque et relâchement.", POST),
-    _chunk("acou", "Traiter l’acoustique de son home studio",
-           "Des panneaux absorbants et des bass traps corrigent les réflexions de la pièce.", HOME),
-    _chunk("mon", "Choisir ses enceintes de monitoring",
-           "Placez-les en triangle équilatéral avec la tête de l’ingénieur du son.", HOME),
-    _chunk("reverb", "La réverbération à convolution",
-           "Une réponse impulsionnelle recrée l’espace d’une salle réelle sur une piste.", POST),
-    _chunk("lfo", "Moduler avec un LFO",
-           "Un LFO est un oscillateur basse fréquence qui module la coupure du filtre.", SOUND),
-    _chunk("satt", "La saturation",
-           "Chauffer une piste pour lui donner du grain et de la présence.", POST),
-    _chunk("drums", "Mixer une batterie",
-           "Sur la caisse claire, un peu de saturation ; sur les toms, de la compression "
-           "parallèle et une reverb courte donnent du corps à l’ensemble du kit.", HOME),
-]
-
-
-def _unit(v):
-    v = np.asarray(v, dtype=np.float32)
-    return v / np.linalg.norm(v)
-
-
-# Distinct, deterministic unit vectors: every pair of cosines differs, so rankings are exact.
-VECTORS = {c.chunk_id: _unit(np.random.default_rng(i + 7).normal(size=DIM))
-           for i, c in enumerate(CHUNKS)}
-
-
-def _indexed(chunks=CHUNKS, dim=DIM):
-    out = []
-    for c in chunks:
-        v = VECTORS[c.chunk_id] if dim == DIM else _unit(np.arange(1, dim + 1, dtype=float))
-        out.append(IndexedChunk(chunk=c, vectors=v.reshape(1, -1)))
-    return out
-
-
-def _ranking(query, chunks=CHUNKS):
-    q = _unit(query)
-    scored = [(float(np.dot(q, VECTORS[c.chunk_id])), c.chunk_id) for c in chunks]
-    return [cid for _, cid in sorted(scored, reverse=True)], dict((c, s) for s, c in scored)
+    @pytest.fixture
+    def engine(self, es_url, es_alias):
+        eng = ElasticsearchEngine(es_url, es_alias, timeout=30)
+        yield eng
+        eng.close()
 
 
 # --------------------------------------------------------------------------- pure builders
@@ -172,15 +133,6 @@ def built(engine):
     return engine
 
 
-def test_no_index_yet(engine):
-    assert engine.info() is None
-    assert engine.count() == 0
-    assert engine.chunk_hashes() == {}
-    engine.ping()
-    with pytest.raises(EngineUnavailable, match="no index"):
-        engine.lexical_search("oscillateur", 3)
-
-
 def test_first_write_creates_versioned_index_behind_alias(built, es_client, es_alias):
     info = built.info()
     assert re.fullmatch(re.escape(es_alias) + r"-v\d{20}", info.name)
@@ -216,57 +168,6 @@ def test_index_analyzer_handles_elision_plural_accents(built, es_client):
     assert tokens("le la les") == []
 
 
-@pytest.mark.parametrize("query, expected", [
-    ("l’oscillateur", "osc"),          # typographic elision, singular vs. "oscillateurs"
-    ("L'OSCILLATEUR", "osc"),
-    ("reverberation", "reverb"),        # no accents vs. "réverbération"
-    ("enceinte", "mon"),                # singular vs. "enceintes"
-    ("l’acoustique du studio", "acou"),
-    ("compresseurs", "comp"),
-])
-def test_lexical_search_french_queries(built, query, expected):
-    hits = built.lexical_search(query, 3)
-    assert hits and hits[0].chunk_id == expected
-    assert all(isinstance(h, Hit) for h in hits)
-    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-
-
-def test_lexical_search_finds_every_matching_chunk(built):
-    ids = {h.chunk_id for h in built.lexical_search("oscillateurs", 10)}
-    assert ids == {"osc", "lfo"}
-
-
-def test_field_boosts_change_the_order(built):
-    # "saturation" is the title of `satt` and a word of the text of `drums`.
-    title_first = LexicalParams(boosts={"title": 10.0, "tags": 1.0, "text": 1.0})
-    text_first = LexicalParams(boosts={"title": 1.0, "tags": 1.0, "text": 10.0})
-    assert [h.chunk_id for h in built.lexical_search("saturation", 2, params=title_first)] == [
-        "satt", "drums"]
-    assert [h.chunk_id for h in built.lexical_search("saturation", 2, params=text_first)] == [
-        "drums", "satt"]
-
-
-def test_tie_breaker_adds_other_fields(built):
-    # `osc` matches in title and text: with tie_breaker 1 its score is the sum, not the max.
-    plain = {h.chunk_id: h.score for h in built.lexical_search("oscillateur", 5)}
-    summed = {h.chunk_id: h.score for h in built.lexical_search(
-        "oscillateur", 5, params=LexicalParams(tie_breaker=1.0))}
-    assert summed["osc"] > plain["osc"]
-    assert summed["lfo"] == pytest.approx(plain["lfo"], rel=1e-5)
-
-
-def test_lexical_category_filter(built):
-    assert {h.chunk_id for h in built.lexical_search("saturation", 5)} == {"satt", "drums"}
-    assert [h.chunk_id for h in built.lexical_search("saturation", 5, category=HOME)] == [
-        "drums"]
-    assert built.lexical_search("oscillateur", 5, category=POST) == []
-
-
-@pytest.mark.parametrize("query", ["", "   ", "le la les", "l’ d’"])
-def test_empty_analysed_query_gives_nothing(built, query):
-    assert built.lexical_search(query, 5) == []
-
-
 def test_vector_search_ranks_by_cosine(built):
     query = np.array([0.3, -0.2, 0.9, 0.1], dtype=np.float32)
     order, cosines = _ranking(query)
@@ -276,15 +177,6 @@ def test_vector_search_ranks_by_cosine(built):
         assert h.score == pytest.approx((1 + cosines[h.chunk_id]) / 2, abs=1e-4)
     exact = built.vector_search(VECTORS["reverb"], 1)
     assert exact[0].chunk_id == "reverb" and exact[0].score == pytest.approx(1.0, abs=1e-5)
-
-
-def test_vector_category_filter(built):
-    query = VECTORS["osc"]
-    in_post = [c for c in CHUNKS if c.category == POST]
-    order, _ = _ranking(query, in_post)
-    hits = built.vector_search(query, 10, category=POST)
-    assert [h.chunk_id for h in hits] == order
-    assert built.vector_search(query, 3, category="NO SUCH CATEGORY") == []
 
 
 def test_vector_search_uses_window_vectors(engine):
@@ -301,13 +193,6 @@ def test_vector_search_uses_window_vectors(engine):
     assert engine.vector_search(_unit([0, 0, 1, 0]), 1, category=SOUND)[0].chunk_id == "osc"
     assert engine.vector_search(_unit([0, 0, 1, 0]), 3, category=POST)[0].chunk_id != "osc"
     assert engine.get_chunks(["osc"])["osc"].windows == windowed.windows
-
-
-def test_get_chunks(built):
-    got = built.get_chunks(["mon", "nope", "osc", "mon"])
-    assert set(got) == {"mon", "osc"}
-    assert got["mon"] == CHUNKS[3] and got["osc"] == CHUNKS[0]
-    assert built.get_chunks([]) == {}
 
 
 def test_rebuild_swaps_alias_atomically(built, es_client, es_alias, monkeypatch):
@@ -342,36 +227,6 @@ def test_failed_rebuild_keeps_the_live_index(built, es_client, es_alias):
     assert not isinstance(caught.value, IndexMismatch)
     assert built.info() == old
     assert list(es_client.indices.get(index=f"{es_alias}*")) == [old.name]
-
-
-def test_incremental_upsert_and_delete(built):
-    name = built.info().name
-    changed = replace(CHUNKS[1], text="Le compresseur dompte les crêtes d’une voix trop vive.")
-    new = _chunk("eq", "L’égaliseur paramétrique", "Couper les fréquences gênantes.", POST)
-    VECTORS["eq"] = _unit([1, 1, 1, 1])
-    try:
-        built.write(_indexed([changed, new]), ["acou", "never-indexed"], dim=DIM, model=MODEL)
-    finally:
-        VECTORS.pop("eq")
-    assert built.info().name == name
-    assert built.count() == len(CHUNKS) + 1 - 1
-    hashes = built.chunk_hashes()
-    assert "acou" not in hashes and hashes["eq"] == new.content_hash
-    assert hashes["comp"] == changed.content_hash != CHUNKS[1].content_hash
-    assert built.get_chunks(["comp"])["comp"].text == changed.text
-    assert built.lexical_search("crêtes", 1)[0].chunk_id == "comp"
-    assert built.lexical_search("acoustique", 5) == []
-
-
-def test_dim_or_model_change_needs_rebuild(built):
-    with pytest.raises(IndexMismatch, match=r"4-dimensional.*gives 8.*--rebuild"):
-        built.write(_indexed(CHUNKS[:1], dim=8), [], dim=8, model=MODEL)
-    with pytest.raises(IndexMismatch, match="other-model"):
-        built.write(_indexed(CHUNKS[:1]), [], dim=DIM, model="other-model")
-    assert built.count() == len(CHUNKS)
-    built.write(_indexed(CHUNKS[:2], dim=8), [], dim=8, model="other-model", rebuild=True)
-    info = built.info()
-    assert (info.dim, info.model, info.count) == (8, "other-model", 2)
 
 
 def test_vectors_must_match_dim(built):

@@ -21,7 +21,7 @@ import numpy as np
 from assistant.documents import Chunk
 from assistant.engines.analysis import analyze
 from assistant.engines.base import LEXICAL_FIELDS, Hit, IndexedChunk, IndexInfo, LexicalParams
-from assistant.errors import EngineUnavailable, IndexMismatch
+from assistant.errors import EngineError, EngineUnavailable, IndexMismatch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -115,7 +115,8 @@ class _FieldIndex:
         )
 
     def score(self, terms: list[str], n_docs: int, k1: float, b: float) -> np.ndarray:
-        """BM25 of every document for these query terms (Lucene ≥ 8: no (k1 + 1) factor)."""
+        """BM25 of every document for these query terms, with the (k1 + 1) factor that
+        Elasticsearch's LegacyBM25Similarity keeps (Lucene 8 dropped it; the order is the same)."""
         scores = np.zeros(n_docs, dtype=np.float64)
         for term in terms:
             t = self.vocab.get(term)
@@ -125,7 +126,7 @@ class _FieldIndex:
             docs, freqs = self.docs[start:end], self.freqs[start:end]
             idf = np.log(1.0 + (self.doc_count - len(docs) + 0.5) / (len(docs) + 0.5))
             norm = k1 * (1.0 - b + b * self.lengths[docs] / self.avg_length)
-            scores[docs] += idf * freqs / (freqs + norm)
+            scores[docs] += (k1 + 1.0) * idf * freqs / (freqs + norm)
         return scores
 
 
@@ -226,6 +227,9 @@ class EmbeddedEngine:
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                 [("dim", str(dim)), ("model", model), ("generation", str(generation))])
             conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            conn.execute("ROLLBACK")
+            raise EngineError(f"writing to the index {self.path} failed: {e}") from None
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -243,7 +247,10 @@ class EmbeddedEngine:
     def _current(self) -> _Snapshot:
         conn = self._connect()
         row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-        generation = int(row[0]) if row else 0
+        if row is None:
+            raise EngineUnavailable(
+                f"there is no index in {self.path} yet: build it with `assistant index`")
+        generation = int(row[0])
         snapshot = self._snapshot
         if snapshot is not None and snapshot.generation == generation:
             return snapshot
