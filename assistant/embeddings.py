@@ -221,3 +221,22 @@ class QueryEmbeddingMemo:
             while len(self._memo) > self.size:
                 self._memo.popitem(last=False)
         return vector
+
+
+class PersistentQueryEmbeddings:
+    """Query vectors kept in the embedding cache: evaluations ask the same thousands of
+    questions again and again."""
+
+    def __init__(self, embedder: Embedder, cache: EmbeddingCache):
+        self.embedder = embedder
+        self.cache = cache
+        self.model = f"{embedder.name}#query"
+
+    def __call__(self, text: str) -> np.ndarray:
+        key = EmbeddingCache.key(text)
+        found = self.cache.get_many(self.model, [key])
+        if key in found:
+            return found[key]
+        vector = self.embedder.embed_queries([text])[0]
+        self.cache.put_many(self.model, {key: vector})
+        return vector

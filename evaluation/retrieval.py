@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from assistant.config import load_settings
 from assistant.documents import Chunk
-from assistant.embeddings import EmbeddingCache, QueryEmbeddingMemo, embedder_from_settings
+from assistant.embeddings import EmbeddingCache, PersistentQueryEmbeddings, embedder_from_settings
 from assistant.engines import open_engine
 from assistant.engines.base import Hit
 from assistant.errors import AssistantError, SourceError
@@ -164,10 +164,9 @@ def open_eval_retriever(chunks: list[Chunk], engine_kind: str, settings, config:
     cache = EmbeddingCache(settings.embedding_cache_file)
     report = run_index(chunks, engine, embedder, recipe=config.passage, cache=cache,
                        progress=progress)
-    cache.close()
     if progress:
         print(report.summary(), file=sys.stderr)
-    return Retriever(engine, QueryEmbeddingMemo(embedder), config)
+    return Retriever(engine, PersistentQueryEmbeddings(embedder, cache), config)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
