@@ -40,7 +40,8 @@ class Chunk:
     @property
     def content_hash(self) -> str:
         """Changes whenever anything that is indexed for this chunk changes."""
-        payload = "\x1f".join((self.title, self.url, self.category, self.tags, self.text))
+        payload = "\x1f".join((self.title, self.url, self.category, self.tags, self.text,
+                                "\x1e".join(self.windows)))
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
     def to_dict(self) -> dict:

@@ -33,10 +33,12 @@ class PassageRecipe:
 
     title: bool = True
     window_words: int = 0  # 0: one vector per chunk; else also windows of about this many words
+    window_title: bool = False  # put the article title before each window too
 
     @property
     def tag(self) -> str:
-        return f"title={int(self.title)},windows={self.window_words}"
+        tag = f"title={int(self.title)},windows={self.window_words}"
+        return tag + ",window_title=1" if self.window_title else tag
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class RetrievalConfig:
     rrf_k: int = 60
     weights: dict = field(default_factory=lambda: {"lexical": 1.0, "vector": 1.0})
     candidates: int = 50
+    # Share of its article's best fused score added to each chunk: once the right article is
+    # clear, its other chunks outrank loose matches from elsewhere.
+    article_prior: float = 0.0
     passage: PassageRecipe = field(default_factory=PassageRecipe)
 
     @classmethod
@@ -123,10 +128,27 @@ def weighted_sum(rankings: dict[str, list[Hit]], weights: dict[str, float]) -> l
     return [Hit(cid, s) for cid, s in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
+def add_article_prior(hits: list[Hit], article_of: dict[str, str], share: float) -> list[Hit]:
+    """Add ``share`` × the best score among each hit's article to the hit, and re-sort."""
+    best: dict[str, float] = {}
+    for hit in hits:
+        article = article_of.get(hit.chunk_id, hit.chunk_id)
+        best[article] = max(best.get(article, hit.score), hit.score)
+    boosted = [Hit(h.chunk_id, h.score + share * best[article_of.get(h.chunk_id, h.chunk_id)],
+                   article_of.get(h.chunk_id, "")) for h in hits]
+    return sorted(boosted, key=lambda h: (-h.score, h.chunk_id))
+
+
 def fuse(rankings: dict[str, list[Hit]], config: RetrievalConfig) -> list[Hit]:
+    """One ranking from several, with the configured method, weights and article prior."""
     if config.fusion == "rrf":
-        return rrf(rankings, config.weights, config.rrf_k)
-    return weighted_sum(rankings, config.weights)
+        fused = rrf(rankings, config.weights, config.rrf_k)
+    else:
+        fused = weighted_sum(rankings, config.weights)
+    article_of = {h.chunk_id: h.article_id for hits in rankings.values() for h in hits}
+    if config.article_prior > 0:
+        return add_article_prior(fused, article_of, config.article_prior)
+    return [Hit(h.chunk_id, h.score, article_of.get(h.chunk_id, "")) for h in fused]
 
 
 @dataclass(frozen=True)

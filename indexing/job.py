@@ -8,7 +8,7 @@ whole index (on Elasticsearch: a new versioned index and an atomic alias swap).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -44,18 +44,23 @@ def index_model_name(embedder: Embedder, recipe: PassageRecipe) -> str:
     return f"{embedder.name}#{recipe.tag}"
 
 
+def with_windows(chunks: list[Chunk], recipe: PassageRecipe) -> list[Chunk]:
+    """The chunks with their sentence windows when the recipe asks for windows."""
+    if not recipe.window_words:
+        return chunks
+    return [replace(c, windows=tuple(sentence_windows(c.text, recipe.window_words))) for c in chunks]
+
+
 def embed_chunks(chunks: list[Chunk], embedder: Embedder, recipe: PassageRecipe,
                  cache: EmbeddingCache | None, progress: bool = True) -> tuple[list[IndexedChunk], int]:
-    """Each chunk with its vectors: the passage text, then its sentence windows if any."""
+    """Each chunk with its vectors: the passage text's, then one per sentence window."""
     texts: list[str] = []
     spans: list[tuple[int, int]] = []
     for chunk in chunks:
         start = len(texts)
         texts.append(passage_text(chunk, recipe))
-        if recipe.window_words:
-            windows = sentence_windows(chunk.text, recipe.window_words)
-            if len(windows) > 1:
-                texts.extend(windows)
+        prefix = f"{chunk.title}\n" if recipe.window_title and chunk.title else ""
+        texts.extend(prefix + w for w in chunk.windows)
         spans.append((start, len(texts)))
     vectors, embedded = embed_passages_cached(embedder, texts, cache, progress=progress)
     return [IndexedChunk(c, vectors[a:b]) for c, (a, b) in zip(chunks, spans)], embedded
@@ -74,6 +79,7 @@ def run_index(chunks: list[Chunk], engine: Engine, embedder: Embedder, *,
             f"the index {info.name} was built with {info.model} ({info.dim} dimensions); this "
             f"run uses {model} ({embedder.dim}): rebuild it with `assistant index --rebuild`")
     rebuild = rebuild or info is None
+    chunks = with_windows(chunks, recipe)
     wanted = {c.chunk_id: c for c in chunks}
     if rebuild:
         changed, deletes = list(wanted.values()), []

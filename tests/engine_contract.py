@@ -222,3 +222,25 @@ class EngineContract:
         built.write(_indexed(CHUNKS[:2], dim=8), [], dim=8, model="other-model", rebuild=True)
         info = built.info()
         assert (info.dim, info.model, info.count) == (8, "other-model", 2)
+
+    def test_hits_carry_their_article(self, built):
+        hits = built.lexical_search("oscillateur", 3) + built.vector_search(VECTORS["osc"], 3)
+        assert hits and all(h.article_id == f"a-{h.chunk_id}" for h in hits)
+
+    def test_best_window_weight_favours_a_close_passage(self, engine):
+        # Both chunks hold "attaque" and "ratio"; only `b` has them in the same window.
+        a = replace(_chunk("a", "Réglages", "x", POST),
+                    text="L'attaque dépend du style. " + "Du remplissage neutre ici. " * 6 + "Le ratio aussi.",
+                    windows=("L'attaque dépend du style.", "Du remplissage neutre ici.", "Le ratio aussi."))
+        b = replace(_chunk("b", "Réglages", "x", POST),
+                    text="Du remplissage neutre ici. " * 6 + "L'attaque et le ratio vont ensemble.",
+                    windows=("Du remplissage neutre ici.", "L'attaque et le ratio vont ensemble."))
+        rows = lambda n: np.tile(_unit([1, 0, 0, 0]), (n, 1))  # noqa: E731
+        engine.write([IndexedChunk(a, rows(4)), IndexedChunk(b, rows(3))], [], dim=DIM, model=MODEL)
+        plain = engine.lexical_search("attaque ratio", 2)
+        weighted = engine.lexical_search("attaque ratio", 2, params=LexicalParams(windows=1.0))
+        assert {h.chunk_id for h in plain} == {"a", "b"}
+        assert weighted[0].chunk_id == "b"
+        gain = {h.chunk_id: h.score for h in weighted}
+        base = {h.chunk_id: h.score for h in plain}
+        assert gain["b"] - base["b"] > gain["a"] - base["a"] > 0

@@ -73,18 +73,27 @@ def test_lexical_query_boosts_tie_breaker_and_filter():
     assert match == {"query": "l’oscillateur", "type": "best_fields",
                      "fields": ["title^3", "tags^0.5", "text^1"], "tie_breaker": 0.3}
     assert body["query"]["bool"]["filter"] == [{"term": {"category": SOUND}}]
-    assert body["size"] == 7 and body["_source"] is False
+    assert body["size"] == 7 and body["_source"] == ["article_id"]
     plain = lexical_query("reverb", 3)
     assert plain["query"]["bool"]["filter"] == []
     assert plain["query"]["bool"]["must"][0]["multi_match"]["fields"] == [
         "title^1", "tags^1", "text^1"]
 
 
+def test_lexical_query_adds_the_best_window_when_weighted():
+    body = lexical_query("attaque", 5, category=SOUND, params=LexicalParams(windows=0.5))
+    should = body["query"]["bool"]["should"]
+    assert should[1] == {"nested": {"path": "windows", "score_mode": "max", "query": {
+        "match": {"windows.text": {"query": "attaque", "boost": 0.5}}}}}
+    assert body["query"]["bool"]["minimum_should_match"] == 1
+    assert body["query"]["bool"]["filter"] == [{"term": {"category": SOUND}}]
+
+
 def test_knn_query_candidates_and_filter():
     body = knn_query(np.array([1, 0, 0, 0], dtype=np.float32), 5, 100, category=HOME)
     assert body["knn"] == {"field": "vector", "query_vector": [1.0, 0.0, 0.0, 0.0], "k": 5,
                            "num_candidates": 100, "filter": {"term": {"category": HOME}}}
-    assert body["size"] == 5 and body["_source"] is False
+    assert body["size"] == 5 and body["_source"] == ["article_id"]
     big = knn_query([0.5, 0.5], 300, 100, field="windows.vector")
     assert big["knn"]["num_candidates"] == 300 and "filter" not in big["knn"]
     assert big["knn"]["field"] == "windows.vector"

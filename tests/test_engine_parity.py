@@ -4,6 +4,7 @@ match Elasticsearch's, checked here on the demo corpus against the ES test serve
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from assistant.engines.analysis import analyze
 from assistant.engines.base import LexicalParams
 from assistant.engines.elasticsearch import ElasticsearchEngine
 from assistant.engines.embedded import EmbeddedEngine
+from indexing.chunker import sentence_windows
 from indexing.job import unit_vectors
 from indexing.sources import load_chunks
 from assistant.engines.base import IndexedChunk
@@ -20,14 +22,18 @@ ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [json.loads(line)["question"]
              for line in (ROOT / "evaluation" / "demo_questions.jsonl").read_text().splitlines()
              if line.strip()]
-PARAMS = LexicalParams(boosts={"title": 1.5, "tags": 0.7, "text": 1.0}, tie_breaker=0.3)
+PARAMS = LexicalParams(boosts={"title": 1.5, "tags": 0.7, "text": 1.0}, tie_breaker=0.3,
+                       windows=0.5)
 
 
 @pytest.fixture(scope="module")
 def demo_items():
     chunks = load_chunks(ROOT / "data" / "articles.json")
-    vectors = unit_vectors(len(chunks), 16, seed=3)
-    return [IndexedChunk(c, v.reshape(1, -1)) for c, v in zip(chunks, vectors)]
+    items = []
+    for n, chunk in enumerate(chunks):
+        chunk = replace(chunk, windows=tuple(sentence_windows(chunk.text, 40)))
+        items.append(IndexedChunk(chunk, unit_vectors(1 + len(chunk.windows), 16, seed=n)))
+    return items
 
 
 @pytest.fixture(scope="module")

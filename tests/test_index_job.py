@@ -89,3 +89,12 @@ def test_windows_add_vectors_per_chunk(engine, e5):
     assert report.embedded > len(chunks)
     vector = e5.embed_queries(["à quoi sert le gain de compensation"])[0]
     assert engine.vector_search(vector, 1)[0].chunk_id.startswith("c0ffee01-")
+
+
+def test_unchanged_windowed_corpus_writes_nothing(engine, e5, tmp_path):
+    chunks = _chunks(_articles())[:3]
+    recipe = PassageRecipe(window_words=40)
+    cache = EmbeddingCache(tmp_path / "cache.sqlite")
+    run_index(chunks, engine, e5, recipe=recipe, cache=cache, progress=False)
+    again = run_index(chunks, engine, e5, recipe=recipe, cache=cache, progress=False)
+    assert (again.upserted, again.deleted, again.embedded) == (0, 0, 0)

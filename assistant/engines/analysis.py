@@ -29,12 +29,15 @@ quelle quelles sans soi
 """.split())
 
 _NORM = str.maketrans("àáâôèéêùûîç", "aaaoeeeuuic")
+# Superscripts, fractions and other "No" numbers (m³, ½) are not word characters for the
+# Unicode word-break rules, though Python's \w accepts them.
+_NOT_WORD = {cp: " " for cp in range(0x3000) if unicodedata.category(chr(cp)) == "No"}
 _FOLD_SPECIAL = str.maketrans({"œ": "oe", "æ": "ae", "ß": "ss", "ø": "o", "đ": "d", "ł": "l"})
 
 
 def tokenize(text: str) -> list[str]:
     """Words as the standard tokenizer cuts them (before any filter)."""
-    return _TOKEN.findall(text)
+    return _TOKEN.findall(text.translate(_NOT_WORD))
 
 
 def strip_elision(token: str) -> str:

@@ -24,14 +24,18 @@ class Hit:
 
     chunk_id: str
     score: float
+    article_id: str = ""
 
 
 @dataclass(frozen=True)
 class LexicalParams:
-    """How lexical candidates are scored: BM25 k1/b, field boosts, multi_match tie breaker."""
+    """How lexical candidates are scored: BM25 k1/b, field boosts, multi_match tie breaker,
+    and the weight of the best sentence window's BM25 (added to the chunk's score, so a
+    question matching one passage closely beats a chunk that matches loosely everywhere)."""
 
     boosts: dict = field(default_factory=lambda: {"title": 1.0, "tags": 1.0, "text": 1.0})
     tie_breaker: float = 0.0
+    windows: float = 0.0
     k1: float = 1.2
     b: float = 0.75
 
@@ -49,7 +53,8 @@ class IndexInfo:
 @dataclass(frozen=True)
 class IndexedChunk:
     """A chunk ready for an engine: row 0 of ``vectors`` embeds the chunk, further rows embed
-    its sentence windows (the chunk's vector score is the best of its rows)."""
+    its sentence windows (``chunk.windows``, in order); the chunk's vector score is the best
+    of its rows, its window BM25 the best of its windows."""
 
     chunk: Chunk
     vectors: np.ndarray

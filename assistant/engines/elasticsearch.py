@@ -81,8 +81,9 @@ def index_body(dim: int, model: str, k1: float = 1.2, b: float = 0.75) -> dict:
         "type": "nested",
         "properties": {
             "vector": vector_mapping(dim),
-            # The window's text, kept only to give chunks back whole; never searched.
-            "text": {"type": "text", "index": False},
+            # BM25 of the best window (a nested query with score_mode max) sharpens lexical
+            # ranking when ``LexicalParams.windows`` > 0.
+            "text": dict(text_field),
         },
     }
     return {
@@ -113,8 +114,14 @@ def lexical_query(query: str, k: int, *, category: str | None = None,
     match = {"multi_match": {"query": query, "type": "best_fields", "fields": fields,
                              "tie_breaker": float(params.tie_breaker)}}
     filters = [{"term": {"category": category}}] if category else []
-    return {"query": {"bool": {"must": [match], "filter": filters}}, "size": int(k),
-            "_source": False}
+    if params.windows > 0:
+        # Scores add up across `should` clauses: chunk score + weight × best window's BM25.
+        best_window = {"nested": {"path": "windows", "score_mode": "max", "query": {
+            "match": {"windows.text": {"query": query, "boost": float(params.windows)}}}}}
+        boolean = {"should": [match, best_window], "minimum_should_match": 1, "filter": filters}
+    else:
+        boolean = {"must": [match], "filter": filters}
+    return {"query": {"bool": boolean}, "size": int(k), "_source": ["article_id"]}
 
 
 def knn_query(vector: Sequence[float] | np.ndarray, k: int, num_candidates: int = 100, *,
@@ -129,7 +136,7 @@ def knn_query(vector: Sequence[float] | np.ndarray, k: int, num_candidates: int 
     }
     if category:
         knn["filter"] = {"term": {"category": category}}
-    return {"knn": knn, "size": int(k), "_source": False}
+    return {"knn": knn, "size": int(k), "_source": ["article_id"]}
 
 
 def chunk_document(item: IndexedChunk) -> dict:
@@ -184,6 +191,10 @@ def safe_url(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def _hit(hit: dict) -> Hit:
+    return Hit(hit["_id"], float(hit["_score"]), (hit.get("_source") or {}).get("article_id", ""))
 
 
 # --------------------------------------------------------------------------- errors
@@ -412,7 +423,7 @@ class ElasticsearchEngine:
         body = lexical_query(query, k, category=category, params=params)
         with self._errors("lexical search"):
             response = self.client.search(index=self.alias, **body)
-        return [Hit(hit["_id"], float(hit["_score"])) for hit in response["hits"]["hits"]]
+        return [_hit(hit) for hit in response["hits"]["hits"]]
 
     def vector_search(self, vector: np.ndarray, k: int, *,
                       category: str | None = None) -> list[Hit]:
@@ -422,13 +433,13 @@ class ElasticsearchEngine:
         with self._errors("vector search"):
             response = self.client.search(index=self.alias, **body)
         hits = response["hits"]["hits"]
-        best = {hit["_id"]: float(hit["_score"]) for hit in hits}
+        best = {hit["_id"]: _hit(hit) for hit in hits}
         physical = {hit["_index"] for hit in hits}
         if any(self._has_windows(name) for name in physical):
             for hit in self._window_hits(vector, k, category):
-                best[hit.chunk_id] = max(best.get(hit.chunk_id, hit.score), hit.score)
-        ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
-        return [Hit(cid, score) for cid, score in ranked]
+                if hit.chunk_id not in best or hit.score > best[hit.chunk_id].score:
+                    best[hit.chunk_id] = hit
+        return sorted(best.values(), key=lambda h: (-h.score, h.chunk_id))[:k]
 
     def get_chunks(self, chunk_ids: Iterable[str]) -> dict[str, Chunk]:
         ids = list(dict.fromkeys(chunk_ids))
@@ -484,7 +495,7 @@ class ElasticsearchEngine:
                             "vectors only", kind, reason)
                 self._nested_knn = False
                 return []
-        return [Hit(hit["_id"], float(hit["_score"])) for hit in response["hits"]["hits"]]
+        return [_hit(hit) for hit in response["hits"]["hits"]]
 
     def _bulk(self, index: str, head: list[dict], upserts: Sequence[IndexedChunk]) -> None:
         """Send ``head`` actions then one ``index`` action per upsert, in batches; raise

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     title_terms TEXT NOT NULL,
     tags_terms TEXT NOT NULL,
     text_terms TEXT NOT NULL,
-    vectors BLOB NOT NULL
+    vectors BLOB NOT NULL,
+    windows_terms TEXT NOT NULL DEFAULT ''  -- analysed sentence windows, one per line
 );
 """
 
@@ -137,10 +138,18 @@ class _Snapshot:
         self.generation = generation
         self.chunk_ids = [r[0] for r in rows]
         self.categories = np.array([r[1] for r in rows], dtype=object)
+        self.article_ids = [r[7] for r in rows]
         self.fields = {
             name: _FieldIndex.build([r[2 + i].split() for r in rows])
             for i, name in enumerate(LEXICAL_FIELDS)
         }
+        windows, window_owners = [], []
+        for doc, r in enumerate(rows):
+            for line in r[8].split("\n") if r[8] else ():
+                windows.append(line.split())
+                window_owners.append(doc)
+        self.windows = _FieldIndex.build(windows)
+        self.window_owners = np.array(window_owners, dtype=np.int64)
         matrices, owners = [], []
         for doc, r in enumerate(rows):
             m = np.frombuffer(r[5], dtype=np.float32).reshape(-1, r[6])
@@ -161,7 +170,15 @@ class _Snapshot:
             candidates = candidates[part]
         # Ties broken by chunk position, so the order is stable across runs.
         order = sorted(candidates, key=lambda d: (-scores[d], d))
-        return [Hit(self.chunk_ids[d], float(scores[d])) for d in order]
+        return [Hit(self.chunk_ids[d], float(scores[d]), self.article_ids[d]) for d in order]
+
+    def window_scores(self, terms: list[str], k1: float, b: float) -> np.ndarray:
+        """Per chunk, the BM25 of its best-matching sentence window (0 without windows)."""
+        best = np.zeros(len(self.chunk_ids))
+        if len(self.window_owners):
+            scores = self.windows.score(terms, len(self.window_owners), k1, b)
+            np.maximum.at(best, self.window_owners, scores)
+        return best
 
 
 class EmbeddedEngine:
@@ -186,6 +203,9 @@ class EmbeddedEngine:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(SCHEMA)
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
+                if "windows_terms" not in columns:  # files written before windows were indexed
+                    conn.execute("ALTER TABLE chunks ADD COLUMN windows_terms TEXT NOT NULL DEFAULT ''")
             except (sqlite3.Error, OSError) as e:
                 raise EngineUnavailable(f"cannot open the index file {self.path}: {e}") from None
             self._local.conn = conn
@@ -221,7 +241,7 @@ class EmbeddedEngine:
                 conn.execute("DELETE FROM chunks")
             conn.executemany("DELETE FROM chunks WHERE chunk_id = ?", [(d,) for d in deletes])
             conn.executemany(
-                "INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                "INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             generation = int(meta.get("generation", "0")) + 1
             conn.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -240,7 +260,8 @@ class EmbeddedEngine:
         vectors = np.asarray(item.vectors, dtype=np.float32).reshape(-1, dim)
         return (c.chunk_id, c.article_id, c.title, c.url, c.category, c.tags, c.text,
                 c.content_hash, " ".join(analyze(c.title)), " ".join(analyze(c.tags)),
-                " ".join(analyze(c.text)), vectors.tobytes())
+                " ".join(analyze(c.text)), vectors.tobytes(),
+                "\n".join(" ".join(analyze(w)) for w in c.windows))
 
     # -- search --------------------------------------------------------------------------
 
@@ -258,7 +279,8 @@ class EmbeddedEngine:
             if self._snapshot is None or self._snapshot.generation != generation:
                 rows = conn.execute(
                     "SELECT c.chunk_id, c.category, c.title_terms, c.tags_terms, c.text_terms, "
-                    "c.vectors, CAST(m.value AS INTEGER) FROM chunks c, meta m "
+                    "c.vectors, CAST(m.value AS INTEGER), c.article_id, c.windows_terms "
+                    "FROM chunks c, meta m "
                     "WHERE m.key = 'dim' ORDER BY c.rowid").fetchall()
                 self._snapshot = _Snapshot(generation, rows)
             return self._snapshot
@@ -279,6 +301,8 @@ class EmbeddedEngine:
         stacked = np.vstack(per_field)
         best = stacked.max(axis=0)
         scores = best + params.tie_breaker * (stacked.sum(axis=0) - best)
+        if params.windows > 0:
+            scores = scores + params.windows * snap.window_scores(terms, params.k1, params.b)
         keep = scores > 0
         mask = snap.mask(category)
         if mask is not None:

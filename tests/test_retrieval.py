@@ -1,0 +1,80 @@
+"""Fusion, question validation, and hybrid retrieval over the real demo index."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from assistant.config import REPO_DIR
+from assistant.engines.base import Hit
+from assistant.errors import ConfigError, InvalidQuestion
+from assistant.retrieval import RetrievalConfig, rrf, validate_question, weighted_sum
+from assistant.services import open_retriever
+
+
+def _hits(*ids):
+    return [Hit(cid, 10.0 - n) for n, cid in enumerate(ids)]
+
+
+def test_rrf_rewards_agreement_and_respects_weights():
+    fused = rrf({"lexical": _hits("a", "b", "c"), "vector": _hits("b", "c", "d")},
+                {"lexical": 1.0, "vector": 1.0}, k=60)
+    assert [h.chunk_id for h in fused][:2] == ["b", "c"]
+    assert fused[0].score == pytest.approx(1 / 62 + 1 / 61)
+    vector_only = rrf({"lexical": _hits("a"), "vector": _hits("d")}, {"lexical": 1, "vector": 3})
+    assert [h.chunk_id for h in vector_only] == ["d", "a"]
+
+
+def test_weighted_sum_normalises_each_list():
+    lexical = [Hit("a", 30.0), Hit("b", 20.0), Hit("c", 10.0)]
+    vector = [Hit("c", 0.9), Hit("a", 0.5), Hit("b", 0.1)]
+    fused = weighted_sum({"lexical": lexical, "vector": vector}, {"lexical": 1, "vector": 1})
+    scores = {h.chunk_id: h.score for h in fused}
+    assert scores == pytest.approx({"a": 1.5, "b": 0.5, "c": 1.0})
+    assert weighted_sum({"lexical": [Hit("x", 3.0)], "vector": []}, {})[0].score == 1.0
+
+
+@pytest.mark.parametrize("question, message", [
+    ("", "empty"), ("   \n", "empty"), ("?!…", "only punctuation"), ("x" * 2001, "too long"),
+    (42, "must be a string"),
+])
+def test_bad_questions(question, message):
+    with pytest.raises(InvalidQuestion, match=message):
+        validate_question(question)
+
+
+def test_configuration_file_is_checked(tmp_path):
+    product = RetrievalConfig.load(REPO_DIR / "assistant" / "retrieval.json")
+    assert product.fusion in ("rrf", "weighted")
+    bad = tmp_path / "r.json"
+    for body, message in [({"fusion": "magic"}, "fusion must be"),
+                          ({"lexical": {"boosts": {"body": 1}}}, "title, tags and text"),
+                          ({"colour": "red"}, "unexpected keyword")]:
+        bad.write_text(json.dumps(body))
+        with pytest.raises(ConfigError, match=message):
+            RetrievalConfig.load(bad)
+    bad.write_text("{oops")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        RetrievalConfig.load(bad)
+
+
+@pytest.mark.parametrize("question, title_word", [
+    ("What is a VCO?", "VCO"),
+    ("Comment réduire le bruit de fond d'un podcast ?", "podcast"),
+    ("how loud should my master be for spotify", "LUFS"),
+    ("c'est quoi le make-up gain", "compress"),
+])
+def test_hybrid_retrieval_answers_readers_in_both_languages(demo_index_settings, question, title_word):
+    retriever = open_retriever(demo_index_settings)
+    passages = retriever.search(question, 3)
+    assert passages, question
+    titles = " ".join(p.chunk.title for p in passages[:2]).lower()
+    assert title_word.lower() in titles, (question, [p.chunk.title for p in passages])
+
+
+def test_category_filter_keeps_to_the_category(demo_index_settings):
+    retriever = open_retriever(demo_index_settings)
+    for mode in ("lexical", "vector", "hybrid"):
+        passages = retriever.search("réglage de l'attaque", 5, mode=mode, category="LE SOUND DESIGN")
+        assert passages and {p.chunk.category for p in passages} == {"LE SOUND DESIGN"}
