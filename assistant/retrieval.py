@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +21,7 @@ from assistant.config import load_json_config
 from assistant.documents import Chunk
 from assistant.engines.base import Engine, Hit, LexicalParams
 from assistant.errors import ConfigError, InvalidQuestion
+from assistant.language import detect_language
 
 MODES = ("lexical", "vector", "hybrid")
 FUSIONS = ("rrf", "weighted")
@@ -53,7 +54,18 @@ class RetrievalConfig:
     # Share of its article's best fused score added to each chunk: once the right article is
     # clear, its other chunks outrank loose matches from elsewhere.
     article_prior: float = 0.0
+    # The lexical weight is multiplied by this for questions not in French: the index is
+    # French, and BM25 over its French terms only catches an English question's loan words.
+    foreign_lexical: float = 1.0
     passage: PassageRecipe = field(default_factory=PassageRecipe)
+
+    def for_question(self, question: str) -> "RetrievalConfig":
+        """The configuration to fuse this question's candidates with."""
+        if self.foreign_lexical == 1.0 or detect_language(question) == "fr":
+            return self
+        weights = dict(self.weights)
+        weights["lexical"] = weights.get("lexical", 1.0) * self.foreign_lexical
+        return replace(self, weights=weights)
 
     @classmethod
     def from_dict(cls, data: dict) -> "RetrievalConfig":
@@ -199,7 +211,8 @@ class Retriever:
             t = time.perf_counter()
             rankings["vector"] = self.engine.vector_search(vector, depth, category=category)
             timing.vector = time.perf_counter() - t
-        hits = fuse(rankings, self.config)[:k] if mode == "hybrid" else rankings[mode]
+        hits = (fuse(rankings, self.config.for_question(question))[:k] if mode == "hybrid"
+                else rankings[mode])
         timing.total = time.perf_counter() - started
         self.last_timing = timing
         return hits

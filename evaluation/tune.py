@@ -23,20 +23,23 @@ from tqdm import tqdm
 from assistant.config import load_settings
 from assistant.engines.base import LexicalParams
 from assistant.errors import AssistantError
-from assistant.retrieval import PassageRecipe, RetrievalConfig, fuse
+from assistant.retrieval import RetrievalConfig, fuse
 from evaluation.retrieval import first_relevant_rank, open_eval_retriever, read_questions
 from indexing.sources import load_chunks
 
 LEXICAL_GRID = {
     "title": (0.5, 1.0, 2.0),
     "tags": (0.3, 1.0),
-    "tie_breaker": (0.0, 0.3, 1.0),
-    "k1_b": ((1.2, 0.75), (1.2, 0.5), (0.9, 0.4), (1.6, 0.9)),
+    "tie_breaker": (0.0, 0.3),
+    "k1_b": ((1.2, 0.75), (1.2, 0.9)),
+    "windows": (0.0, 0.5, 1.0),
 }
-FUSION_GRID = (
-    [("rrf", k, w) for k in (10, 30, 60) for w in (0.5, 0.7, 1.0, 1.4, 2.0)]
-    + [("weighted", 60, w) for w in (0.3, 0.5, 0.7, 1.0, 1.4, 2.0, 3.0)]
-)
+FUSION_GRID = [
+    (fusion, k, w, prior)
+    for fusion, k, w in ([("rrf", k, w) for k in (20, 60) for w in (0.7, 1.0, 1.4)]
+                         + [("weighted", 60, w) for w in (0.5, 0.7, 1.0, 1.4)])
+    for prior in (0.0, 0.3, 0.6)
+]
 DEPTH = 100
 
 
@@ -96,7 +99,7 @@ def main(argv=None) -> int:
     vector_by_window = {}
     retriever = None
     for w in windows:
-        config = replace(current, passage=PassageRecipe(current.passage.title, w))
+        config = replace(current, passage=replace(current.passage, window_words=w))
         retriever = open_eval_retriever(chunks, "embedded", settings, config, progress=not args.json)
         vector_by_window[w] = [retriever.engine.vector_search(retriever.embed_query(q.text), DEPTH)
                                for q in tqdm(questions, desc=f"vector w={w}", disable=args.json)]
@@ -108,17 +111,18 @@ def main(argv=None) -> int:
     tune_q, hold_q = split(questions, tune_ids), split(questions, hold_ids)
     best = None
     grid = list(itertools.product(*LEXICAL_GRID.values()))
-    for title, tags, tie, (k1, b) in tqdm(grid, desc="lexical grid", disable=args.json):
+    for title, tags, tie, (k1, b), window_weight in tqdm(grid, desc="lexical grid",
+                                                          disable=args.json):
         lexical = LexicalParams(boosts={"title": title, "tags": tags, "text": 1.0},
-                                tie_breaker=tie, k1=k1, b=b)
+                                tie_breaker=tie, k1=k1, b=b, windows=window_weight)
         lex_lists = [engine.lexical_search(q.text, DEPTH, params=lexical) for q in tune_q]
         for w, vec_all in vector_by_window.items():
             vec_lists = split(vec_all, tune_ids)
-            for fusion, rrf_k, weight in FUSION_GRID:
+            for fusion, rrf_k, weight, prior in FUSION_GRID:
                 config = RetrievalConfig(lexical=lexical, fusion=fusion, rrf_k=rrf_k,
                                          weights={"lexical": 1.0, "vector": weight},
-                                         candidates=current.candidates,
-                                         passage=PassageRecipe(current.passage.title, w))
+                                         candidates=current.candidates, article_prior=prior,
+                                         passage=replace(current.passage, window_words=w))
                 hit, mrr = score(ranks_for(config, lex_lists, vec_lists, tune_q, article_of, args.k))
                 if best is None or objective(hit, mrr) > best[0]:
                     best = (objective(hit, mrr), config, hit, mrr)

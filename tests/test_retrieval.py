@@ -78,3 +78,21 @@ def test_category_filter_keeps_to_the_category(demo_index_settings):
     for mode in ("lexical", "vector", "hybrid"):
         passages = retriever.search("réglage de l'attaque", 5, mode=mode, category="LE SOUND DESIGN")
         assert passages and {p.chunk.category for p in passages} == {"LE SOUND DESIGN"}
+
+
+@pytest.mark.parametrize("text, lang", [
+    ("What is a VCO?", "en"), ("how loud should my master be for spotify", "en"),
+    ("Comment réduire le bruit de fond d'un podcast ?", "fr"), ("c'est quoi le make-up gain", "fr"),
+    ("LFO", "fr"),  # undecided: the blog's language
+])
+def test_language_detection(text, lang):
+    from assistant.language import detect_language
+
+    assert detect_language(text) == lang
+
+
+def test_foreign_questions_lean_on_vectors():
+    config = RetrievalConfig(weights={"lexical": 1.0, "vector": 0.7}, foreign_lexical=0.3)
+    assert config.for_question("Comment compresser une voix ?") is config
+    english = config.for_question("How do I compress vocals?")
+    assert english.weights == {"lexical": pytest.approx(0.3), "vector": 0.7}

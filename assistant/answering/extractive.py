@@ -14,6 +14,7 @@ import math
 import re
 import unicodedata
 from typing import Any, Callable, Sequence
+from assistant.language import detect_language  # noqa: F401  (part of this API)
 
 log = logging.getLogger(__name__)
 
@@ -86,22 +87,7 @@ def content_terms(text: str) -> list[str]:
     return list(seen)
 
 
-# -- language --------------------------------------------------------------------------------
-
-_FR_MARKERS = frozenset("""le la les des du de un une et est sont que qui quoi comment pourquoi quel
-quelle quels quelles pour dans avec sur ce cette ces je tu il nous vous mon ma mes son sa ses au aux
-ou pas faut peut qu l d j c ne entre sans quand combien faire""".split())
-_EN_MARKERS = frozenset("""the an and is are what how why which who do does did should can could
-would i my you your to of in for with it this that from when there best get be""".split())
-_FR_ACCENTS = re.compile(r"[éèêëàâùûüîïôçœ]", re.IGNORECASE)
-
-
-def detect_language(text: str) -> str:
-    """ "fr" or "en", from function words (and French accents); French when undecided."""
-    words = tokens(text)
-    fr = sum(w in _FR_MARKERS for w in words) + min(2, len(_FR_ACCENTS.findall(text)))
-    en = sum(w in _EN_MARKERS for w in words)
-    return "en" if en > fr else "fr"
+# -- language: see assistant.language (re-exported here) ------------------------------
 
 
 # -- sentences -------------------------------------------------------------------------------
