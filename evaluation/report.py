@@ -77,12 +77,14 @@ def main(argv=None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--engines", default="embedded,elasticsearch")
     parser.add_argument("--out", default="evaluation/reports")
+    parser.add_argument("--limit", type=int, help="only the first N questions (noida-db, the "
+                        "local ES stand-in, answers one request at a time)")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
         config = RetrievalConfig.load(settings.retrieval_config_file)
         chunks = load_chunks(args.chunks, size=settings.chunk_size, overlap=settings.chunk_overlap)
-        questions = read_questions(args.questions)
+        questions = read_questions(args.questions)[: args.limit]
         rows = []
         for engine in args.engines.split(","):
             if engine == "elasticsearch":
