@@ -19,7 +19,6 @@ import json
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm

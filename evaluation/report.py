@@ -58,7 +58,7 @@ def write_report(rows: list[dict], out: Path, title: str, k: int) -> Path:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "retrieval.png", dpi=120)
-    lines = [f"# Retrieval report", "", title, "",
+    lines = ["# Retrieval report", "", title, "",
              f"| engine | mode | n | hit@{k} | MRR@{k} | p50 ms | p95 ms |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['engine']} | {r['mode']} | {r['n']} | {r['hit_rate']:.4f} | "

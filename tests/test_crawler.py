@@ -188,8 +188,8 @@ def test_html_plan_du_site_filters_links():
 
 def test_format_detected_by_content_not_name(site):
     _blog(site, 2)
-    site.add("/plan.xml", f'<html><body><a href="/a1/">1</a><a href="/a2/">2</a>'
-                          f'<a href="http://localhost:1/a3/">other host</a></body></html>')
+    site.add("/plan.xml", '<html><body><a href="/a1/">1</a><a href="/a2/">2</a>'
+                          '<a href="http://localhost:1/a3/">other host</a></body></html>')
     site.add("/plan-du-site", site.routes["/sitemap.xml"][1], content_type="text/html")
     from_html = crawl(site.url("/plan.xml"), **FAST)
     from_xml = crawl(site.url("/plan-du-site"), **FAST)

@@ -11,8 +11,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from assistant.documents import Chunk
-from assistant.engines.base import Hit, IndexedChunk, LexicalParams
+from assistant.engines.base import IndexedChunk, LexicalParams
 from assistant.engines.elasticsearch import (
     ElasticsearchEngine,
     chunk_document,

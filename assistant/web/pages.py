@@ -14,7 +14,7 @@ import math
 import threading
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, jsonify, render_template, request
+from flask import Blueprint, current_app, jsonify, render_template, request
 
 from assistant.config import REPO_DIR
 from assistant.conversation_log import StoreUnavailable
