@@ -74,6 +74,8 @@ def main(argv=None) -> int:
     parser.add_argument("--engine", choices=("embedded", "elasticsearch"), default="embedded")
     parser.add_argument("--synthetic", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--embedding-cache", help="reuse this embedding cache (default: a fresh "
+                        "one, so the full build includes embedding every text)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -89,7 +91,7 @@ def main(argv=None) -> int:
         run = settings.replace(data_dir=tmp, embedded_path=f"{tmp}/real.sqlite",
                                es_index="arsonor-bench-real")
         engine = open_engine(run, config.lexical, kind=args.engine)
-        cache = EmbeddingCache(f"{tmp}/cache.sqlite")
+        cache = EmbeddingCache(args.embedding_cache or f"{tmp}/cache.sqlite")
         build = run_index(chunks, engine, embedder, recipe=config.passage, cache=cache,
                           rebuild=True, progress=not args.json)
         again = run_index(chunks, engine, embedder, recipe=config.passage, cache=cache,
