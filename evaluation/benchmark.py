@@ -43,12 +43,13 @@ def percentiles(seconds: list[float]) -> dict:
 
 def measure_latency(retriever: Retriever, questions: list[str], k: int = 10) -> dict:
     retriever.rank(questions[0], k)  # warm-up: loads the model and the snapshot
-    timings = []
+    timings, embedding = [], []
     for q in questions:
         started = time.perf_counter()
         retriever.rank(q, k)
         timings.append(time.perf_counter() - started)
-    return percentiles(timings)
+        embedding.append(retriever.last_timing.embedding)
+    return {**percentiles(timings), "of which query embedding": percentiles(embedding)}
 
 
 def synthetic_chunks(n: int, vocabulary: list[str], seed: int = 0) -> list[Chunk]:
