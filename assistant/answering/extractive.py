@@ -14,6 +14,7 @@ import math
 import re
 import unicodedata
 from typing import Any, Callable, Sequence
+from assistant.answering.prompts import passage_field
 from assistant.language import detect_language  # noqa: F401  (part of this API)
 
 log = logging.getLogger(__name__)
@@ -139,14 +140,6 @@ def split_sentences(text: str) -> list[str]:
 
 # -- answering -------------------------------------------------------------------------------
 
-def _field(passage: Any, *names: str) -> str:
-    for name in names:
-        value = passage.get(name) if isinstance(passage, dict) else getattr(passage, name, None)
-        if value:
-            return str(value)
-    return ""
-
-
 def _match(term: str, stems: set[str]) -> float:
     """1 for the same stem, 0.75 when one stem (5+ letters) starts the other (reverb /
     reverber, frequenc / frequency), else 0."""
@@ -202,7 +195,7 @@ def extractive_answer(question: str, passages: Sequence[Any], *, max_sentences: 
     candidates: list[tuple[int, int, str, set[str]]] = []  # passage index, position, text, stems
     seen: set[str] = set()
     for p_index, passage in enumerate(passages):
-        text = _field(passage, "text", "chunk", "content")
+        text = passage_field(passage, "text", "chunk", "content")
         for position, sentence in enumerate(split_sentences(text)):
             words = tokens(sentence)
             key = " ".join(words)

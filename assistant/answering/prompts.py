@@ -20,7 +20,7 @@ from pathlib import Path
 from string import Template
 from typing import Any, Iterable, Sequence
 
-from assistant.answering.extractive import detect_language
+from assistant.language import detect_language
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 
@@ -71,7 +71,8 @@ def _render(template: Template, **values: str) -> str:
 
 # -- helpers ---------------------------------------------------------------------------------
 
-def _field(item: Any, *names: str) -> str:
+def passage_field(item: Any, *names: str) -> str:
+    """The first non-empty of ``names`` on a passage given as a dict or an object."""
     for name in names:
         value = item.get(name) if isinstance(item, dict) else getattr(item, name, None)
         if value:
@@ -92,7 +93,7 @@ def _turns(history: Iterable[Any] | None) -> list[tuple[str, str]]:
     turns = []
     for turn in history or ():
         if isinstance(turn, dict):
-            q, a = _field(turn, "question", "q"), _field(turn, "answer", "a")
+            q, a = passage_field(turn, "question", "q"), passage_field(turn, "answer", "a")
         else:
             q, a = (list(turn) + ["", ""])[:2]
         if q or a:
@@ -114,9 +115,9 @@ def format_passages(passages: Sequence[Any]) -> str:
     """Passages numbered from 1: "[n] Title — url" then the text."""
     blocks = []
     for number, p in enumerate(passages, 1):
-        title = _field(p, "title") or "(untitled)"
-        url = _field(p, "url")
-        text = " ".join(_field(p, "text", "chunk", "content").split())
+        title = passage_field(p, "title") or "(untitled)"
+        url = passage_field(p, "url")
+        text = " ".join(passage_field(p, "text", "chunk", "content").split())
         blocks.append(f"[{number}] {title}" + (f" — {url}" if url else "") + f"\n{text}")
     return "\n\n".join(blocks) if blocks else "(no passage found)"
 

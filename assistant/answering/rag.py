@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import threading
 import time
 import uuid
@@ -36,7 +35,7 @@ from assistant.answering.prompts import (build_answer_messages, build_rewrite_me
                                          strip_invalid_citations)
 from assistant.conversation_log import Exchange, StoreUnavailable
 from assistant.documents import CATEGORIES
-from assistant.errors import AssistantError, EngineError, EngineUnavailable, InvalidQuestion
+from assistant.errors import AssistantError, EngineError, InvalidQuestion
 from assistant.retrieval import Passage, Retriever, validate_question
 
 log = logging.getLogger(__name__)
@@ -497,10 +496,7 @@ class Assistant:
             flow.close()  # a reader that went away: the exchange is logged as cancelled
 
     def _search(self, question: str, category: str | None) -> list[Passage]:
-        try:
-            return self.retriever.search(question, self.top_k, category=category)
-        except sqlite3.Error as e:  # the embedded index file went bad under us
-            raise EngineUnavailable(f"the search index cannot be read: {e}") from e
+        return self.retriever.search(question, self.top_k, category=category)
 
     def _flow(self, question, conversation_id, category, *, stream: bool):
         started = time.perf_counter()

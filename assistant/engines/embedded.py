@@ -10,6 +10,7 @@ rebuilt when another writer has committed (a generation counter in the file says
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -181,6 +182,20 @@ class _Snapshot:
         return best
 
 
+def _reads(method):
+    """A read of the file that fails (corrupt, removed, locked too long) is the engine being
+    unavailable, which callers report as such, not a raw sqlite3 error."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise EngineUnavailable(f"the index file {self.path} cannot be read: {e}") from None
+
+    return wrapper
+
+
 class EmbeddedEngine:
     """The default engine: persistent in one SQLite file, exact search in memory."""
 
@@ -214,6 +229,7 @@ class EmbeddedEngine:
     def _meta(self, conn: sqlite3.Connection) -> dict[str, str]:
         return dict(conn.execute("SELECT key, value FROM meta"))
 
+    @_reads
     def info(self) -> IndexInfo | None:
         conn = self._connect()
         meta = self._meta(conn)
@@ -222,6 +238,7 @@ class EmbeddedEngine:
         count = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
         return IndexInfo(str(self.path), int(meta["dim"]), meta["model"], count)
 
+    @_reads
     def chunk_hashes(self) -> dict[str, str]:
         return dict(self._connect().execute("SELECT chunk_id, content_hash FROM chunks"))
 
@@ -265,6 +282,7 @@ class EmbeddedEngine:
 
     # -- search --------------------------------------------------------------------------
 
+    @_reads
     def _current(self) -> _Snapshot:
         conn = self._connect()
         row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
@@ -332,6 +350,7 @@ class EmbeddedEngine:
             keep &= mask
         return snap.top(scores, k, keep)
 
+    @_reads
     def get_chunks(self, chunk_ids: Iterable[str]) -> dict[str, Chunk]:
         ids = list(dict.fromkeys(chunk_ids))
         found: dict[str, Chunk] = {}
@@ -345,6 +364,7 @@ class EmbeddedEngine:
                 found[row[0]] = Chunk(*row)
         return found
 
+    @_reads
     def count(self) -> int:
         return self._connect().execute("SELECT count(*) FROM chunks").fetchone()[0]
 
