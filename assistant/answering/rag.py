@@ -35,7 +35,7 @@ from assistant.answering.prompts import (build_answer_messages, build_rewrite_me
                                          strip_invalid_citations)
 from assistant.conversation_log import Exchange, StoreUnavailable
 from assistant.documents import CATEGORIES
-from assistant.errors import AssistantError, EngineError, InvalidQuestion
+from assistant.errors import AssistantError, EngineError, InvalidQuestion, UnknownConversation
 from assistant.retrieval import Passage, Retriever, validate_question
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,6 @@ TOP_K = 5
 HISTORY_LIMIT = 6  # exchanges read back for a follow-up (the prompts keep the last 3)
 MAX_REWRITE_CHARS = 2000
 _CONVERSATION_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-class UnknownConversation(AssistantError):
-    """A follow-up names a conversation that the log does not hold."""
 
 
 class ConversationUnavailable(AssistantError):
