@@ -12,8 +12,10 @@ import sys
 
 import click
 
+from assistant.answering.request import Ask
 from assistant.config import load_settings
 from assistant.errors import AssistantError
+from assistant.services import Services
 
 
 def reports_errors(command):
@@ -43,6 +45,11 @@ def cli(ctx: click.Context, env_file: str) -> None:
         raise click.ClickException(str(e)) from None
 
 
+def _with(settings, **changes):
+    """The settings with the options the user gave (None: not given)."""
+    return settings.replace(**{k: v for k, v in changes.items() if v is not None})
+
+
 @cli.command("index")
 @click.option("--source", help="Articles JSON, chunks JSON or sitemap URL (default: SOURCE).")
 @click.option("--engine", type=click.Choice(["embedded", "elasticsearch"]),
@@ -62,11 +69,8 @@ def index_command(settings, source, engine, rebuild, quiet):
         assistant index --source data/articles.json
         assistant index --source https://example.org/sitemap.xml --rebuild
     """
-    from assistant.services import build_index
-
-    report = build_index(settings.replace(**{k: v for k, v in
-                                             {"source": source, "engine": engine}.items() if v}),
-                         rebuild=rebuild, progress=not quiet)
+    with Services(_with(settings, source=source, engine=engine)) as services:
+        report = services.index(rebuild=rebuild, progress=not quiet)
     click.echo(report.summary())
 
 
@@ -81,10 +85,10 @@ def index_command(settings, source, engine, rebuild, quiet):
 @reports_errors
 def search_command(settings, question, top, mode, category, as_json):
     """Print the best passages for QUESTION and the articles they come from."""
-    from assistant.services import open_retriever
-
-    retriever = open_retriever(settings)
-    passages = retriever.search(question, top, mode=mode, category=category)
+    ask = Ask.parse(question, category=category)
+    with Services(settings) as services:
+        passages = services.retriever.search(ask.question, top, mode=mode,
+                                             category=ask.category).passages
     if as_json:
         click.echo(json.dumps([{"chunk_id": p.chunk.chunk_id, "article_id": p.chunk.article_id,
                                 "title": p.chunk.title, "url": p.chunk.url, "score": p.score,
@@ -98,32 +102,17 @@ def search_command(settings, question, top, mode, category, as_json):
         click.echo(f"    {snippet}…\n")
 
 
-def _answer_mode(settings) -> str:
-    from assistant.answering.llm import llm_from_settings
-
-    llm = llm_from_settings(settings)
-    return f"LLM {llm.model} at {llm.url}" if llm else "extractive (no LLM configured)"
-
-
-def _check_index(settings, index_if_empty: bool) -> None:
+def ensure_index(services: Services, index_if_empty: bool) -> None:
     """Fail clearly when the index is empty, or build it first (``--index-if-empty``)."""
-    from assistant.engines import open_engine
-    from assistant.services import build_index, load_retrieval_config
-
-    engine = open_engine(settings, load_retrieval_config(settings).lexical)
-    try:
-        info = engine.info()
-    finally:
-        engine.close()
-    if info is not None and info.count > 0:
+    if not services.index_is_empty():
         return
+    settings = services.settings
     if not index_if_empty:
         raise click.ClickException(
             f"the {settings.engine} index is empty: build it first with `assistant index` "
             "(or start with `assistant serve --index-if-empty`)")
     click.echo(f"The index is empty: indexing {settings.source} first…", err=True)
-    report = build_index(settings, progress=True)
-    click.echo(report.summary(), err=True)
+    click.echo(services.index(progress=True).summary(), err=True)
 
 
 @cli.command("serve")
@@ -149,30 +138,30 @@ def serve_command(settings, host, port, threads, index_if_empty, warm):
 
     from assistant.web import create_app
 
-    settings = settings.replace(**{k: v for k, v in
-                                   {"host": host, "port": port, "threads": threads}.items()
-                                   if v is not None})
-    _check_index(settings, index_if_empty)
+    settings = _with(settings, host=host, port=port, threads=threads)
     app = create_app({"SETTINGS": settings})
     services = app.extensions["assistant"]
-    services.warm_up(sentences=warm)  # the index and the model, before the first visitor
     try:
-        server = waitress.create_server(app, host=settings.host, port=settings.port,
-                                        threads=settings.threads, ident="arsonor-assistant")
-    except OSError as e:
-        services.close()
-        raise click.ClickException(f"cannot listen on {settings.host}:{settings.port}: {e}") from None
-    port = getattr(server, "effective_port", settings.port)
-    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    click.echo(f"Arsonor Assistant: open http://{shown}:{port}/  "
-               f"(answers: {_answer_mode(settings)}; log: {services.store.backend}; "
-               f"{settings.threads} threads; Ctrl+C to stop)")
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
+        ensure_index(services, index_if_empty)
+        services.warm_up(sentences=warm)  # the index and the model, before the first visitor
+        try:
+            server = waitress.create_server(app, host=settings.host, port=settings.port,
+                                            threads=settings.threads, ident="arsonor-assistant")
+        except OSError as e:
+            raise click.ClickException(
+                f"cannot listen on {settings.host}:{settings.port}: {e}") from None
+        port = getattr(server, "effective_port", settings.port)
+        shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        click.echo(f"Arsonor Assistant: open http://{shown}:{port}/  "
+                   f"(answers: {services.describe_answers()}; log: {services.store.backend}; "
+                   f"{settings.threads} threads; Ctrl+C to stop)")
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.close()
     finally:
-        server.close()
         services.close()
 
 
@@ -193,23 +182,9 @@ def ask_command(settings, question, category, conversation_id, as_json):
         assistant ask "Quel niveau LUFS viser pour Spotify ?"
         assistant ask "What is a VCO?" --json
     """
-    from assistant.answering.llm import llm_from_settings
-    from assistant.answering.rag import Assistant
-    from assistant.conversation_log import open_store
-    from assistant.services import open_retriever
-
-    retriever = open_retriever(settings)
-    llm = llm_from_settings(settings)
-    store = open_store(settings.database_url, data_dir=settings.data_dir)
-    assistant = Assistant(retriever, llm, store, settings, judge=False)
-    try:
-        result = assistant.answer(question, conversation_id=conversation_id, category=category)
-    finally:
-        assistant.close()
-        store.close()
-        if llm is not None:
-            llm.close()
-        retriever.engine.close()
+    ask = Ask.parse(question, conversation_id, category)
+    with Services(settings.replace(judge_enabled=False)) as services:
+        result = services.assistant.answer(ask)
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return
@@ -226,7 +201,8 @@ def ask_command(settings, question, category, conversation_id, as_json):
         details.append(f"${result.cost:.5f}")
     if not result.logged:
         details.append("log unavailable: spooled")
-    click.echo(f"\n({'; '.join(details)}; conversation {result.conversation_id})", err=True)
+    click.echo(f"\n({'; '.join(details)}; conversation {result.conversation_id}; "
+               f"exchange {result.exchange_id})", err=True)
 
 
 @cli.group("db")
@@ -234,18 +210,12 @@ def db_group():
     """The conversation log database (PostgreSQL at DATABASE_URL, else SQLite in DATA_DIR)."""
 
 
-def _open_store(settings):
-    from assistant.conversation_log import open_store
-
-    return open_store(settings.database_url, data_dir=settings.data_dir)
-
-
 @db_group.command("upgrade")
 @click.pass_obj
 @reports_errors
 def db_upgrade_command(settings):
     """Apply the migrations not applied yet (never drops anything)."""
-    with _open_store(settings) as store:
+    with Services(settings).open_log() as store:
         applied = store.upgrade()
         versions = store.schema_versions()
     if applied:
@@ -260,7 +230,7 @@ def db_upgrade_command(settings):
 @reports_errors
 def db_replay_command(settings):
     """Store the records spooled while the database was down."""
-    with _open_store(settings) as store:
+    with Services(settings).open_log() as store:
         waiting = store.spooled()
         stored = store.replay_spool()
         left = store.spooled()
@@ -278,17 +248,12 @@ def db_replay_command(settings):
 def judge_command(settings, limit):
     """Rate the relevance of logged answers that have no verdict yet (LLM as a judge)."""
     from assistant.answering.judge import judge_pending
-    from assistant.answering.llm import llm_from_settings
 
-    llm = llm_from_settings(settings)
-    if llm is None:
-        raise click.ClickException("no LLM configured: set OPENAI_API_KEY (or OPENAI_BASE_URL) "
-                                   "to judge answers")
-    try:
-        with _open_store(settings) as store:
-            report = judge_pending(llm, store, limit)
-    finally:
-        llm.close()
+    with Services(settings) as services:
+        if services.llm is None:
+            raise click.ClickException("no LLM configured: set OPENAI_API_KEY (or OPENAI_BASE_URL) "
+                                       "to judge answers")
+        report = judge_pending(services.llm, services.store, limit)
     click.echo(report.summary())
 
 

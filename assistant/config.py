@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from assistant.errors import ConfigError
@@ -68,7 +68,6 @@ class Settings:
     port: int = 5000
     threads: int = 8
     log_json: bool = False
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def embedded_file(self) -> Path:
@@ -108,8 +107,6 @@ def load_settings(env: dict[str, str] | None = None, env_file: str | Path | None
     kinds = {"str": str, "int": int, "float": float, "bool": bool}
     kwargs = {}
     for f in fields(Settings):
-        if f.name == "extra":
-            continue
         raw = values.get(f.name.upper())
         if raw is not None:
             kwargs[f.name] = _convert(f.name, kinds[f.type], raw)

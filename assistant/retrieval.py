@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -20,12 +19,11 @@ import numpy as np
 from assistant.config import load_json_config
 from assistant.documents import Chunk
 from assistant.engines.base import Engine, Hit, LexicalParams
-from assistant.errors import ConfigError, InvalidQuestion
+from assistant.errors import ConfigError
 from assistant.language import detect_language
 
 MODES = ("lexical", "vector", "hybrid")
 FUSIONS = ("rrf", "weighted")
-MAX_QUESTION_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -100,20 +98,6 @@ def passage_text(chunk: Chunk, recipe: PassageRecipe) -> str:
     return f"{chunk.title}\n{chunk.text}" if recipe.title and chunk.title else chunk.text
 
 
-def validate_question(question: object, max_chars: int = MAX_QUESTION_CHARS) -> str:
-    """The question, stripped; ``InvalidQuestion`` when it cannot be searched."""
-    if not isinstance(question, str):
-        raise InvalidQuestion("the question must be a string")
-    question = question.strip()
-    if not question:
-        raise InvalidQuestion("the question is empty")
-    if len(question) > max_chars:
-        raise InvalidQuestion(f"the question is too long ({len(question)} characters, at most {max_chars})")
-    if not any(unicodedata.category(ch)[0] in "LN" for ch in question):
-        raise InvalidQuestion("the question has no words, only punctuation or symbols")
-    return question
-
-
 def rrf(rankings: dict[str, list[Hit]], weights: dict[str, float], k: int = 60) -> list[Hit]:
     """Weighted reciprocal rank fusion: sum of weight / (k + rank) over the lists."""
     scores: dict[str, float] = {}
@@ -171,55 +155,83 @@ class Passage:
     score: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class Timing:
+    """Seconds spent by one search, per step (``total`` includes the others)."""
+
     embedding: float = 0.0
     lexical: float = 0.0
     vector: float = 0.0
     total: float = 0.0
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """Chunk ids and scores, best first, and what finding them took."""
+
+    hits: list[Hit]
+    timing: Timing
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """The best passages with their chunks, and what finding them took."""
+
+    passages: list[Passage]
+    timing: Timing
+
+
 class Retriever:
-    """Lexical, vector or hybrid search over one engine with one configuration."""
+    """Lexical, vector or hybrid search over one engine with one configuration.
+
+    Shared by every request thread: it keeps no per-search state (the timing comes back with
+    each result). Questions are taken as given; callers validate what readers type
+    (:func:`assistant.answering.request.validate_question`)."""
 
     def __init__(self, engine: Engine, embed_query: Callable[[str], np.ndarray],
                  config: RetrievalConfig | None = None):
         self.engine = engine
         self.embed_query = embed_query
         self.config = config or RetrievalConfig()
-        self.last_timing = Timing()
 
     def rank(self, question: str, k: int = 10, *, mode: str = "hybrid",
-             category: str | None = None) -> list[Hit]:
+             category: str | None = None) -> Ranking:
         """Chunk ids and scores, best first (no chunk text: what evaluation needs)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
-        question = validate_question(question)
-        timing = Timing()
         started = time.perf_counter()
+        lexical = embedding = vector_time = 0.0
         depth = max(k, self.config.candidates) if mode == "hybrid" else k
         rankings: dict[str, list[Hit]] = {}
         if mode in ("lexical", "hybrid"):
             t = time.perf_counter()
             rankings["lexical"] = self.engine.lexical_search(
                 question, depth, category=category, params=self.config.lexical)
-            timing.lexical = time.perf_counter() - t
+            lexical = time.perf_counter() - t
         if mode in ("vector", "hybrid"):
             t = time.perf_counter()
             vector = self.embed_query(question)
-            timing.embedding = time.perf_counter() - t
+            embedding = time.perf_counter() - t
             t = time.perf_counter()
             rankings["vector"] = self.engine.vector_search(vector, depth, category=category)
-            timing.vector = time.perf_counter() - t
+            vector_time = time.perf_counter() - t
         hits = (fuse(rankings, self.config.for_question(question))[:k] if mode == "hybrid"
                 else rankings[mode])
-        timing.total = time.perf_counter() - started
-        self.last_timing = timing
-        return hits
+        return Ranking(hits, Timing(embedding=embedding, lexical=lexical, vector=vector_time,
+                                    total=time.perf_counter() - started))
 
     def search(self, question: str, k: int = 5, *, mode: str = "hybrid",
-               category: str | None = None) -> list[Passage]:
+               category: str | None = None) -> Retrieval:
         """The best ``k`` passages with their chunks."""
-        hits = self.rank(question, k, mode=mode, category=category)
-        chunks = self.engine.get_chunks([h.chunk_id for h in hits])
-        return [Passage(chunks[h.chunk_id], h.score) for h in hits if h.chunk_id in chunks]
+        ranking = self.rank(question, k, mode=mode, category=category)
+        chunks = self.engine.get_chunks([h.chunk_id for h in ranking.hits])
+        passages = [Passage(chunks[h.chunk_id], h.score) for h in ranking.hits
+                    if h.chunk_id in chunks]
+        return Retrieval(passages, ranking.timing)
+
+    def indexed_chunks(self) -> list[Chunk]:
+        """Every chunk of the index (for warm-ups that prepare per-passage data)."""
+        return list(self.engine.get_chunks(sorted(self.engine.chunk_hashes())).values())
+
+    def close(self) -> None:
+        self.engine.close()

@@ -46,9 +46,9 @@ def measure_latency(retriever: Retriever, questions: list[str], k: int = 10) -> 
     timings, embedding = [], []
     for q in questions:
         started = time.perf_counter()
-        retriever.rank(q, k)
+        ranking = retriever.rank(q, k)
         timings.append(time.perf_counter() - started)
-        embedding.append(retriever.last_timing.embedding)
+        embedding.append(ranking.timing.embedding)
     return {**percentiles(timings), "of which query embedding": percentiles(embedding)}
 
 

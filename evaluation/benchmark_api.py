@@ -6,7 +6,7 @@
 Starts the server in this process (waitress on a free port, in a thread) over the configured
 index — the demo corpus, indexed first if the index is empty — with a throw-away SQLite
 conversation log. Without ``--llm-delay`` answers are extractive (no LLM). With it, a local
-OpenAI-compatible stub (``tests/openai_stub.py``, run from the repository root) answers every
+OpenAI-compatible stub (``evaluation/openai_stub.py``) answers every
 LLM call after that many seconds: the report shows that requests overlap (total time far below
 requests x delay) because slow LLM calls do not block waitress's other threads.
 
@@ -113,13 +113,8 @@ def main(argv=None) -> int:
             embedding_cache=str(base.embedding_cache_file.resolve()), database_url="",
             openai_api_key="", openai_base_url="", judge_enabled=False,
             threads=args.threads or base.threads)
-        from assistant.cli import _check_index
-
-        _check_index(settings, index_if_empty=True)
-
         if args.llm_delay is not None:
-            sys.path.insert(0, str(REPO_DIR))
-            from tests.openai_stub import OpenAIStub, delay
+            from evaluation.openai_stub import OpenAIStub, delay
 
             stub = OpenAIStub(default=delay(args.llm_delay)).start()
             settings = settings.replace(openai_base_url=stub.url, openai_api_key="sk-bench",
@@ -131,6 +126,8 @@ def main(argv=None) -> int:
 
         app = create_app({"SETTINGS": settings})
         services = app.extensions["assistant"]
+        if services.index_is_empty():
+            print(services.index(progress=True).summary(), file=sys.stderr)
         services.warm_up()
         server = waitress.create_server(app, host="127.0.0.1", port=0, threads=settings.threads)
         threading.Thread(target=server.run, name="waitress", daemon=True).start()

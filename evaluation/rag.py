@@ -32,8 +32,10 @@ from assistant.answering.llm import LLMClient, LLMError
 from assistant.answering.prices import cost as price_cost
 from assistant.answering.prompts import RELEVANCE_LABELS, available_variants
 from assistant.answering.rag import Assistant
+from assistant.answering.request import Ask
 from assistant.config import REPO_DIR, Settings, load_settings
 from assistant.errors import AssistantError, ConfigError
+from assistant.services import Services
 from evaluation.retrieval import Question, read_questions
 
 DEFAULT_QUESTIONS = REPO_DIR / "evaluation" / "demo_questions.jsonl"
@@ -105,7 +107,7 @@ def evaluate_one(assistant: Assistant, judge_llm: LLMClient, model: str, variant
                  question: Question) -> Row:
     row = Row(model, variant, question.text)
     try:
-        result = assistant.answer(question.text)
+        result = assistant.answer(Ask.parse(question.text))
     except LLMError as e:
         row.error = f"answer: {e}"
         return row
@@ -128,16 +130,16 @@ def run_evaluation(settings: Settings, questions: list[Question], models: list[s
                    variants: list[str], *, retriever=None, judge_model: str | None = None,
                    workers: int = 4, progress: bool = True) -> list[Summary]:
     """Every question through every (model, variant); returns one Summary per pair."""
+    services = None
     if retriever is None:
-        from assistant.services import open_retriever
-
-        retriever = open_retriever(settings)
+        services = Services(settings)
+        retriever = services.retriever
     judge_llm = _llm(settings, judge_model or settings.llm_model)
     summaries = []
     for model in models:
         llm = _llm(settings, model)
         for variant in variants:
-            assistant = Assistant(retriever, llm, None, settings, judge=False, variant=variant)
+            assistant = Assistant(retriever, llm, None, variant=variant)
             summary = Summary(model, variant)
             started = time.perf_counter()
             with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -150,6 +152,8 @@ def run_evaluation(settings: Settings, questions: list[Question], models: list[s
             summaries.append(summary)
         llm.close()
     judge_llm.close()
+    if services is not None:
+        services.close()
     return summaries
 
 
@@ -209,14 +213,14 @@ def main(argv=None) -> int:
             questions = random.Random(args.seed).sample(questions, args.sample)
         retriever = None
         if args.chunks:
-            from assistant.services import load_retrieval_config
             from evaluation.retrieval import open_eval_retriever
             from indexing.sources import load_chunks
 
             chunks = load_chunks(args.chunks, size=settings.chunk_size, overlap=settings.chunk_overlap,
                                  progress=not args.json)
             retriever = open_eval_retriever(chunks, settings.engine, settings,
-                                            load_retrieval_config(settings), progress=not args.json)
+                                            Services(settings).retrieval_config,
+                                            progress=not args.json)
         models = args.models or [settings.llm_model]
         summaries = run_evaluation(settings, questions, models, args.variants, retriever=retriever,
                                    judge_model=args.judge_model, workers=args.workers,

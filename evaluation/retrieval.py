@@ -138,7 +138,7 @@ def evaluate(retriever: Retriever, questions: list[Question], *, mode: str = "hy
     result = Evaluation(n=len(questions), k=k, level=level, mode=mode)
     for q in tqdm(questions, desc=f"{mode}/{level}", disable=not progress):
         started = time.perf_counter()
-        hits = retriever.rank(q.text, depth, mode=mode)
+        hits = retriever.rank(q.text, depth, mode=mode).hits
         result.latencies.append(time.perf_counter() - started)
         result.ranks.append(first_relevant_rank(q, hits, level, k, article_of))
     return result

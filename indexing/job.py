@@ -14,8 +14,7 @@ import numpy as np
 
 from assistant.documents import Chunk
 from assistant.embeddings import Embedder, EmbeddingCache, embed_passages_cached
-from assistant.engines.base import Engine, IndexedChunk
-from assistant.errors import IndexMismatch
+from assistant.engines.base import Engine, IndexedChunk, check_compatible
 from assistant.retrieval import PassageRecipe, passage_text
 from indexing.chunker import sentence_windows
 
@@ -74,10 +73,8 @@ def run_index(chunks: list[Chunk], engine: Engine, embedder: Embedder, *,
     recipe = recipe or PassageRecipe()
     model = index_model_name(embedder, recipe)
     info = engine.info()
-    if info is not None and not rebuild and (info.dim != embedder.dim or info.model != model):
-        raise IndexMismatch(
-            f"the index {info.name} was built with {info.model} ({info.dim} dimensions); this "
-            f"run uses {model} ({embedder.dim}): rebuild it with `assistant index --rebuild`")
+    if info is not None and not rebuild:
+        check_compatible(info, model=model, dim=embedder.dim)
     rebuild = rebuild or info is None
     chunks = with_windows(chunks, recipe)
     wanted = {c.chunk_id: c for c in chunks}

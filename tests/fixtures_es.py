@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 
 from assistant.engines.elasticsearch import safe_url
-from evaluation.es_server import (  # noqa: F401  (re-exported for tests)
-    free_port, noida_executable, start_noida, stop_process_group, wait_for_http,
-)
+from evaluation.es_server import noida_executable, start_noida, stop_process_group, wait_for_http
+from evaluation.ports import free_port
 
 
 def _log_tail(data_dir: Path, lines: int = 20) -> str:

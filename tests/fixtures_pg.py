@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,15 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from evaluation.ports import free_port
+
 INSTALL_HINT = ("PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin: "
                 "install them with `apt-get install -y postgresql` (as in CI)")
-
-
-def free_port() -> int:
-    """A TCP port that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def find_pg_bindir() -> Path | None:

@@ -15,8 +15,8 @@ from assistant.answering.prices import cost as price_cost
 from assistant.answering.prompts import strip_invalid_citations
 from assistant.web import create_app
 from assistant.web.logs import JsonFormatter, RequestIdFilter
-from tests.fixtures_pg import free_port
-from tests.openai_stub import status
+from evaluation.ports import free_port
+from evaluation.openai_stub import status
 
 VCO_ARTICLE = "3f9a1c02"
 VCF_ARTICLE = "b72e4d19"
@@ -205,7 +205,8 @@ def test_streaming_extractive_answer(make_client, how):
     assert names[0] == "sources" and names[-1] == "done"
     assert set(names[1:-1]) == {"token"} and len(names) >= 4
     done = events[-1][1]
-    assert events[0][1] == {"conversation_id": done["conversation_id"], "sources": done["sources"]}
+    assert events[0][1] == {"conversation_id": done["conversation_id"],
+                            "exchange_id": done["exchange_id"], "sources": done["sources"]}
     assert "".join(data["text"] for name, data in events if name == "token") == done["answer"]
     assert done["mode"] == "extractive"
     assert services(client).store.get(done["exchange_id"]).answer == done["answer"]
@@ -531,7 +532,7 @@ def test_judge_can_be_switched_off(make_client, openai_stub, llm_reply):
     openai_stub.reply = llm_reply()
     client = make_client(**llm_settings(openai_stub, judge_enabled=False))
     body = client.post("/question", json={"question": FRENCH_QUESTION}).get_json()
-    assert services(client).assistant.judge_worker is None
+    assert services(client).assistant.judge is None
     time.sleep(0.3)
     assert len(openai_stub.requests) == 1
     assert services(client).store.get(body["exchange_id"]).relevance is None

@@ -193,14 +193,6 @@ def test_chat_streams_cites_takes_feedback_and_follows_up(browser, serve, settin
     expect(article.locator("h1")).to_have_text(sources[cited[0] - 1]["title"])
     article.close()
 
-    # -- thumbs up: stored, thanked, buttons disabled -----------------------------------------
-    first.locator(".thumb-up").click()
-    expect(first.locator(".thanks")).to_have_text("Merci pour votre avis !")
-    expect(first.locator(".thumb-up")).to_be_disabled()
-    expect(first.locator(".thumb-down")).to_be_disabled()
-    assert query(store, "SELECT conversation_id, exchange_id, feedback FROM feedback") == [
-        (conversation_id, exchange_id, 1)]
-
     # -- follow-up in the same conversation -----------------------------------------------------
     second = ask(page, "Et le ratio, quelle valeur choisir ?", 1)
     assert page.evaluate("window.ArsonorChat.conversationId()") == conversation_id
@@ -208,6 +200,15 @@ def test_chat_streams_cites_takes_feedback_and_follows_up(browser, serve, settin
     rows = query(store, "SELECT conversation_id, turn FROM conversations ORDER BY turn")
     assert rows == [(conversation_id, 1), (conversation_id, 2)]
     expect(second.locator(".thumb-up")).to_be_enabled()
+
+    # -- thumbs up on the older answer: stored on that answer, thanked, buttons disabled -------
+    expect(first.locator(".thumb-up")).to_be_enabled()
+    first.locator(".thumb-up").click()
+    expect(first.locator(".thanks")).to_have_text("Merci pour votre avis !")
+    expect(first.locator(".thumb-up")).to_be_disabled()
+    expect(first.locator(".thumb-down")).to_be_disabled()
+    assert query(store, "SELECT conversation_id, exchange_id, feedback FROM feedback") == [
+        (conversation_id, exchange_id, 1)]
     # a viewport shot at the end of the thread (full-page captures misplace the sticky composer)
     page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
     page.screenshot(path=str(shots / f"chat-desktop-{store.backend}.png"))

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from assistant.cli import cli
-from tests.fixtures_pg import free_port
+from evaluation.ports import free_port
 
 ARTICLES = [
     {"article_id": "aa000001", "title": "Le compresseur : régler le ratio et l'attaque",
@@ -152,18 +152,18 @@ def test_serve_refuses_an_empty_index(tmp_path):
 
 
 def test_serve_index_if_empty_builds_first(tiny, tmp_path):
-    from assistant.cli import _check_index
+    from assistant.cli import ensure_index
     from assistant.config import load_settings
+    from assistant.services import Services
 
     _, source = tiny
     settings = load_settings(env={"DATA_DIR": str(tmp_path), "SOURCE": str(source),
                                   "EMBEDDING_CACHE": str(Path(tiny[0]["DATA_DIR"]) / "embeddings.sqlite")},
                              env_file=None)
-    _check_index(settings, index_if_empty=True)
-    from assistant.services import open_retriever
-
-    assert open_retriever(settings).engine.count() >= 2
-    _check_index(settings, index_if_empty=False)  # not empty any more: passes
+    with Services(settings) as services:
+        ensure_index(services, index_if_empty=True)
+        assert services.retriever.engine.count() >= 2
+        ensure_index(services, index_if_empty=False)  # not empty any more: passes
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -234,22 +234,21 @@ def test_bad_setting_is_a_clean_error(tmp_path):
 
 
 def test_sentence_warm_up_fills_the_embedding_cache(tiny, tmp_path):
-    from assistant.answering.rag import Assistant, answer_sentences
+    from assistant.answering.request import Ask
+    from assistant.answering.sentence_vectors import answer_sentences, warm_sentences
     from assistant.config import load_settings
-    from assistant.services import open_retriever
+    from assistant.services import Services
 
     env, _ = tiny
     settings = load_settings(env={"DATA_DIR": env["DATA_DIR"],
                                   "EMBEDDING_CACHE": str(tmp_path / "sentences.sqlite")}, env_file=None)
-    retriever = open_retriever(settings)
-    assistant = Assistant(retriever, None, None, settings)
     sentences = [s for a in ARTICLES for s in answer_sentences(a["text"])]
-    assert len(assistant._embed().missing(sentences)) == len(set(sentences))
-    assert assistant.warm_sentences(batch=3) == len(set(sentences))
-    assert assistant.warm_sentences() == 0  # all in the cache now
+    with Services(settings) as services:
+        vectors, chunks = services.sentence_vectors, services.retriever.indexed_chunks()
+        assert len(vectors.missing(sentences)) == len(set(sentences))
+        assert warm_sentences(vectors, chunks, batch=3) == len(set(sentences))
+        assert warm_sentences(vectors, chunks) == 0  # all in the cache now
 
-    fresh = Assistant(open_retriever(settings), None, None, settings)  # empty memory, same file
-    assert fresh._embed().missing(sentences) == []
-    assert fresh.answer("À quoi sert le ratio ?").sources
-    assistant.close()
-    fresh.close()
+    with Services(settings) as fresh:  # empty memory, same file
+        assert fresh.sentence_vectors.missing(sentences) == []
+        assert fresh.assistant.answer(Ask.parse("À quoi sert le ratio ?")).sources

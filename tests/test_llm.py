@@ -1,4 +1,4 @@
-"""The LLM client against a real local OpenAI-compatible server (tests/openai_stub.py)."""
+"""The LLM client against a real local OpenAI-compatible server (evaluation/openai_stub.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from assistant.answering import prices
 from assistant.answering.llm import (Completion, LLMClient, LLMError, LLMUnavailable, Usage, _Failure,
                                      llm_from_settings)
 from assistant.config import Settings
-from tests.openai_stub import OpenAIStub, delay, status, stream, stream_break
+from evaluation.openai_stub import OpenAIStub, delay, status, stream, stream_break
 
 MESSAGES = [{"role": "system", "content": "Tu réponds en français."},
             {"role": "user", "content": "Quel niveau viser pour le streaming ?"}]

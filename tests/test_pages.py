@@ -17,7 +17,7 @@ import pytest
 from assistant.config import REPO_DIR, Settings
 from assistant.conversation_log import Exchange
 from assistant.web import create_app
-from tests.fixtures_pg import free_port
+from evaluation.ports import free_port
 
 WEB = REPO_DIR / "assistant" / "web"
 STATIC = WEB / "static"

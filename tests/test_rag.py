@@ -11,15 +11,16 @@ import pytest
 from assistant.answering.judge import JudgeWorker, judge, judge_pending
 from assistant.answering.llm import LLMClient, LLMUnavailable
 from assistant.answering.prompts import strip_invalid_citations
-from assistant.answering.rag import (Assistant, CitationFilter, ConversationUnavailable,
-                                     InvalidCategory, UnknownConversation, _clean_rewrite,
-                                     normalise_category, normalise_conversation_id,
-                                     simple_rewrite)
+from assistant.answering.conversations import ConversationUnavailable
+from assistant.answering.rag import Assistant
+from assistant.answering.request import Ask, normalise_category, normalise_id
+from assistant.answering.rewrite import clean_rewrite, simple_rewrite
+from assistant.answering.streaming import CitationFilter
 from assistant.conversation_log import open_store
-from assistant.errors import EngineUnavailable, InvalidQuestion
-from assistant.services import open_retriever
-from tests.fixtures_pg import free_port
-from tests.openai_stub import status
+from assistant.errors import EngineUnavailable, InvalidQuestion, UnknownConversation
+from assistant.services import Services
+from evaluation.ports import free_port
+from evaluation.openai_stub import status
 
 # -- pure helpers ----------------------------------------------------------------------------
 
@@ -43,18 +44,18 @@ def test_simple_rewrite(previous, follow_up, expected):
     ("", ""),
 ])
 def test_clean_rewrite(raw, expected):
-    assert _clean_rewrite(raw) == expected
+    assert clean_rewrite(raw) == expected
 
 
 def test_normalisers():
-    assert normalise_conversation_id("0123456789ABCDEF0123456789abcdef") == "0123456789abcdef0123456789abcdef"
-    assert normalise_conversation_id("01234567-89ab-cdef-0123-456789abcdef") == "0123456789abcdef0123456789abcdef"
+    assert normalise_id("0123456789ABCDEF0123456789abcdef") == "0123456789abcdef0123456789abcdef"
+    assert normalise_id("01234567-89ab-cdef-0123-456789abcdef") == "0123456789abcdef0123456789abcdef"
     for bad in ("", "abc", "g" * 32, 12, None):
         with pytest.raises(InvalidQuestion):
-            normalise_conversation_id(bad)
+            normalise_id(bad)
     assert normalise_category(" la  post-prod ") == "LA POST-PROD"
     assert normalise_category(None) is None
-    with pytest.raises(InvalidCategory):
+    with pytest.raises(InvalidQuestion):
         normalise_category("JAZZ")
 
 
@@ -89,9 +90,8 @@ def settings(demo_index_settings, tmp_path):
 
 @pytest.fixture
 def retriever(demo_index_settings):
-    r = open_retriever(demo_index_settings)
-    yield r
-    r.engine.close()
+    with Services(demo_index_settings) as services:
+        yield services.retriever
 
 
 def llm_for(stub, retries: int = 0) -> LLMClient:
@@ -101,31 +101,31 @@ def llm_for(stub, retries: int = 0) -> LLMClient:
 
 def test_extractive_follow_up_is_logged_as_turn_two(settings, retriever):
     store = open_store("", data_dir=settings.data_dir)
-    assistant = Assistant(retriever, None, store, settings)
-    first = assistant.answer("Qu'est-ce qu'un VCO ?")
-    second = assistant.answer("et le filtre ?", conversation_id=first.conversation_id)
+    assistant = Assistant(retriever, None, store)
+    first = assistant.answer(Ask.parse("Qu'est-ce qu'un VCO ?"))
+    second = assistant.answer(Ask.parse("et le filtre ?", first.conversation_id))
     assert second.rewritten_question == "VCO — et le filtre ?"
     assert (first.turn, second.turn) == (1, 2)
-    third = assistant.answer("et sa résonance ?", conversation_id=first.conversation_id)
+    third = assistant.answer(Ask.parse("et sa résonance ?", first.conversation_id))
     assert third.rewritten_question == "VCO filtre — et sa résonance ?"  # the topic carries on
     history = store.history(first.conversation_id)
     assert [(e.turn, e.rewritten_question) for e in history] == [
         (1, None), (2, "VCO — et le filtre ?"), (3, "VCO filtre — et sa résonance ?")]
     with pytest.raises(UnknownConversation):
-        assistant.answer("et ensuite ?", conversation_id="e" * 32)
+        assistant.answer(Ask.parse("et ensuite ?", "e" * 32))
 
 
 def test_follow_up_continues_from_memory_while_the_log_is_down(settings, retriever):
     store = open_store(f"postgresql://postgres@127.0.0.1:{free_port()}/down", data_dir=settings.data_dir)
-    assistant = Assistant(retriever, None, store, settings)
-    first = assistant.answer("Qu'est-ce qu'un VCO ?")
+    assistant = Assistant(retriever, None, store)
+    first = assistant.answer(Ask.parse("Qu'est-ce qu'un VCO ?"))
     assert first.logged is False  # spooled
-    second = assistant.answer("et le filtre ?", conversation_id=first.conversation_id)
+    second = assistant.answer(Ask.parse("et le filtre ?", first.conversation_id))
     assert second.turn == 2 and second.rewritten_question.startswith("VCO")
     assert store.spooled() == 2
     # A conversation this process never saw cannot be continued while the log is down.
     with pytest.raises(ConversationUnavailable):
-        assistant.answer("et ensuite ?", conversation_id="d" * 32)
+        assistant.answer(Ask.parse("et ensuite ?", "d" * 32))
 
 
 def test_engine_failure_is_logged(settings):
@@ -134,19 +134,45 @@ def test_engine_failure_is_logged(settings):
     def no_engine():
         raise EngineUnavailable("the embedded index is empty: build it first with `assistant index`")
 
-    assistant = Assistant(no_engine, None, store, settings)
+    assistant = Assistant(no_engine, None, store)
     with pytest.raises(EngineUnavailable) as caught:
-        assistant.answer("Qu'est-ce qu'un VCO ?")
+        assistant.answer(Ask.parse("Qu'est-ce qu'un VCO ?"))
     stored = store.get(caught.value.exchange_id)
     assert stored.status == "engine_error" and "index is empty" in stored.error
+    assert stored.question == "Qu'est-ce qu'un VCO ?" and stored.answer is None
+
+
+class _BrokenEngine:
+    """An engine failing in a way nobody planned for (not an EngineError)."""
+
+    name = "broken"
+
+    def lexical_search(self, *args, **kwargs):
+        raise ZeroDivisionError("division by zero deep inside the engine")
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_unexpected_failure_is_logged_as_error(settings, stream):
+    from assistant.retrieval import Retriever
+
+    store = open_store("", data_dir=settings.data_dir)
+    assistant = Assistant(Retriever(_BrokenEngine(), lambda q: None), None, store)
+    ask = Ask.parse("Qu'est-ce qu'un VCO ?")
+    with pytest.raises(ZeroDivisionError):
+        assistant.answer_stream(ask) if stream else assistant.answer(ask)
+    [stored] = store.recent(5)
+    assert stored.status == "error" and "ZeroDivisionError" in stored.error
     assert stored.question == "Qu'est-ce qu'un VCO ?" and stored.answer is None
 
 
 def test_llm_failure_during_a_stream_is_logged(settings, retriever, openai_stub):
     store = open_store("", data_dir=settings.data_dir)
     openai_stub.script(status(503))
-    assistant = Assistant(retriever, llm_for(openai_stub), store, settings, judge=False)
-    events = assistant.answer_stream("Qu'est-ce qu'un VCO ?")
+    assistant = Assistant(retriever, llm_for(openai_stub), store)
+    events = assistant.answer_stream(Ask.parse("Qu'est-ce qu'un VCO ?"))
     assert next(events)[0] == "sources"
     with pytest.raises(LLMUnavailable) as caught:
         next(events)
@@ -158,8 +184,8 @@ def test_llm_failure_during_a_stream_is_logged(settings, retriever, openai_stub)
 def test_a_stream_abandoned_by_the_reader_is_logged_as_cancelled(settings, retriever, openai_stub):
     store = open_store("", data_dir=settings.data_dir)
     openai_stub.reply = "Un VCO est un oscillateur commandé en tension, la source du son [1]."
-    assistant = Assistant(retriever, llm_for(openai_stub), store, settings, judge=False)
-    events = assistant.answer_stream("Qu'est-ce qu'un VCO ?")
+    assistant = Assistant(retriever, llm_for(openai_stub), store)
+    events = assistant.answer_stream(Ask.parse("Qu'est-ce qu'un VCO ?"))
     name, first = next(events)
     assert name == "sources"
     assert next(events)[0] == "token"
@@ -170,8 +196,8 @@ def test_a_stream_abandoned_by_the_reader_is_logged_as_cancelled(settings, retri
 
 def test_no_llm_call_when_nothing_is_retrieved(settings, retriever, openai_stub):
     store = open_store("", data_dir=settings.data_dir)
-    assistant = Assistant(retriever, llm_for(openai_stub), store, settings, judge=False, top_k=0)
-    result = assistant.answer("Qu'est-ce qu'un VCO ?")
+    assistant = Assistant(retriever, llm_for(openai_stub), store, top_k=0)
+    result = assistant.answer(Ask.parse("Qu'est-ce qu'un VCO ?"))
     assert result.sources == []
     assert result.answer.startswith("Je n'ai pas trouvé")
     assert openai_stub.requests == []
@@ -179,9 +205,9 @@ def test_no_llm_call_when_nothing_is_retrieved(settings, retriever, openai_stub)
 
 def test_sources_are_the_numbered_passages(settings, retriever, openai_stub, llm_reply):
     openai_stub.reply = llm_reply()
-    assistant = Assistant(retriever, llm_for(openai_stub), None, settings, judge=False)
-    result = assistant.answer("Comment régler un compresseur ?", category="LA POST-PROD")
-    passages = retriever.search("Comment régler un compresseur ?", 5, category="LA POST-PROD")
+    assistant = Assistant(retriever, llm_for(openai_stub), None)
+    result = assistant.answer(Ask.parse("Comment régler un compresseur ?", category="LA POST-PROD"))
+    passages = retriever.search("Comment régler un compresseur ?", 5, category="LA POST-PROD").passages
     assert [s["chunk_id"] for s in result.sources] == [p.chunk.chunk_id for p in passages]
     prompt = openai_stub.requests[0]["messages"][-1]["content"]
     positions = [prompt.index(f"[{n}] {p.chunk.title}") for n, p in enumerate(passages, 1)]
@@ -203,16 +229,16 @@ def test_judge_worker_and_batch(settings, retriever, openai_stub, llm_reply):
     openai_stub.reply = llm_reply()
     store = open_store("", data_dir=settings.data_dir)
     llm = llm_for(openai_stub)
-    assistant = Assistant(retriever, llm, store, settings, judge=True)
-    result = assistant.answer("Qu'est-ce qu'un VCO ?")
-    assert assistant.judge_worker.wait_idle(20)
+    assistant = Assistant(retriever, llm, store, judge=JudgeWorker(llm, store))
+    result = assistant.answer(Ask.parse("Qu'est-ce qu'un VCO ?"))
+    assert assistant.judge.wait_idle(20)
     assert store.get(result.exchange_id).relevance == "RELEVANT"
-    assistant.close()
+    assistant.judge.close()
 
     # Exchanges logged without a judge are picked up by the batch.
-    unjudged = Assistant(retriever, llm, store, settings, judge=False)
-    unjudged.answer("Comment placer ses enceintes ?")
-    unjudged.answer("Quel micro pour une voix ?")
+    unjudged = Assistant(retriever, llm, store)
+    unjudged.answer(Ask.parse("Comment placer ses enceintes ?"))
+    unjudged.answer(Ask.parse("Quel micro pour une voix ?"))
     openai_stub.script(status(400, message="bad judge request"))  # the first one fails
     report = judge_pending(llm, store, limit=10)
     assert (report.judged, report.failed) == (1, 1)

@@ -9,8 +9,9 @@ import pytest
 from assistant.config import REPO_DIR
 from assistant.engines.base import Hit
 from assistant.errors import ConfigError, InvalidQuestion
-from assistant.retrieval import RetrievalConfig, rrf, validate_question, weighted_sum
-from assistant.services import open_retriever
+from assistant.answering.request import validate_question
+from assistant.retrieval import RetrievalConfig, rrf, weighted_sum
+from assistant.services import Services
 
 
 def _hits(*ids):
@@ -66,18 +67,19 @@ def test_configuration_file_is_checked(tmp_path):
     ("c'est quoi le make-up gain", "compress"),
 ])
 def test_hybrid_retrieval_answers_readers_in_both_languages(demo_index_settings, question, title_word):
-    retriever = open_retriever(demo_index_settings)
-    passages = retriever.search(question, 3)
+    with Services(demo_index_settings) as services:
+        passages = services.retriever.search(question, 3).passages
     assert passages, question
     titles = " ".join(p.chunk.title for p in passages[:2]).lower()
     assert title_word.lower() in titles, (question, [p.chunk.title for p in passages])
 
 
 def test_category_filter_keeps_to_the_category(demo_index_settings):
-    retriever = open_retriever(demo_index_settings)
-    for mode in ("lexical", "vector", "hybrid"):
-        passages = retriever.search("réglage de l'attaque", 5, mode=mode, category="LE SOUND DESIGN")
-        assert passages and {p.chunk.category for p in passages} == {"LE SOUND DESIGN"}
+    with Services(demo_index_settings) as services:
+        for mode in ("lexical", "vector", "hybrid"):
+            passages = services.retriever.search("réglage de l'attaque", 5, mode=mode,
+                                                 category="LE SOUND DESIGN").passages
+            assert passages and {p.chunk.category for p in passages} == {"LE SOUND DESIGN"}
 
 
 @pytest.mark.parametrize("text, lang", [

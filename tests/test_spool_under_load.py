@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg2
 
 from assistant.answering.rag import Assistant
-from assistant.services import open_retriever
+from assistant.answering.request import Ask
+from assistant.services import Services
 from assistant.web import create_app
 
 N = 60
@@ -41,10 +42,10 @@ def test_database_killed_under_load_loses_nothing(demo_index_settings, pg_cluste
     settings = demo_index_settings.replace(data_dir=str(tmp_path / "var"), database_url=pg_url)
     # Warm the sentence vectors of these questions (shared embedding cache), without logging:
     # the load then measures the log, not the embedder.
-    warm = Assistant(open_retriever(settings), None, None, settings)
-    for question in QUESTIONS:
-        warm.answer(question)
-    warm.close()
+    with Services(settings) as parts:
+        warm = Assistant(parts.retriever, None, None, sentence_vectors=parts.sentence_vectors)
+        for question in QUESTIONS:
+            warm.answer(Ask.parse(question))
 
     app = create_app({"SETTINGS": settings, "TESTING": True})
     services = app.extensions["assistant"]

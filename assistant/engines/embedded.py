@@ -21,7 +21,8 @@ import numpy as np
 
 from assistant.documents import Chunk
 from assistant.engines.analysis import analyze
-from assistant.engines.base import LEXICAL_FIELDS, Hit, IndexedChunk, IndexInfo, LexicalParams
+from assistant.engines.base import (LEXICAL_FIELDS, Hit, IndexedChunk, IndexInfo, LexicalParams,
+                                    check_compatible)
 from assistant.errors import EngineError, EngineUnavailable, IndexMismatch
 
 SCHEMA = """
@@ -249,11 +250,9 @@ class EmbeddedEngine:
         try:
             conn.execute("BEGIN IMMEDIATE")
             meta = self._meta(conn)
-            if not rebuild and "dim" in meta and (int(meta["dim"]) != dim or meta["model"] != model):
-                raise IndexMismatch(
-                    f"the index {self.path} holds {meta['dim']}-dimensional vectors from "
-                    f"{meta['model']}; this embedder gives {dim} from {model}: rebuild it with "
-                    "`assistant index --rebuild`")
+            if not rebuild and "dim" in meta:
+                check_compatible(IndexInfo(str(self.path), int(meta["dim"]), meta["model"], 0),
+                                 model=model, dim=dim)
             if rebuild:
                 conn.execute("DELETE FROM chunks")
             conn.executemany("DELETE FROM chunks WHERE chunk_id = ?", [(d,) for d in deletes])

@@ -15,20 +15,19 @@ import logging
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, stream_with_context
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from assistant.answering.conversations import ConversationUnavailable
 from assistant.answering.llm import LLMError
-from assistant.answering.rag import (ConversationUnavailable, UnknownConversation,
-                                     normalise_category, normalise_conversation_id)
+from assistant.answering.request import Ask, normalise_id
 from assistant.conversation_log import StoreUnavailable
-from assistant.errors import AssistantError, EngineError, InvalidQuestion
-from assistant.retrieval import validate_question
-from assistant.web.openapi import MAX_COMMENT_CHARS, openapi_document
+from assistant.errors import AssistantError, EngineError, InvalidInput, NotFound
+from assistant.web.openapi import openapi_document
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__)
 
 QUESTION_FIELDS = ("question", "conversation_id", "category")
-FEEDBACK_FIELDS = ("conversation_id", "feedback", "comment")
+FEEDBACK_FIELDS = ("exchange_id", "conversation_id", "feedback", "comment")
 
 
 class ApiError(Exception):
@@ -55,9 +54,9 @@ def error_status(exc: BaseException) -> tuple[int, str]:
     """HTTP status and message for a library error."""
     if isinstance(exc, ApiError):
         return exc.status, exc.message
-    if isinstance(exc, InvalidQuestion):
+    if isinstance(exc, InvalidInput):
         return 400, str(exc)
-    if isinstance(exc, UnknownConversation):
+    if isinstance(exc, NotFound):
         return 404, str(exc)
     if isinstance(exc, ConversationUnavailable):
         return 503, str(exc)
@@ -178,19 +177,15 @@ def _sse(event: str, data: dict) -> str:
 @bp.post("/question")
 def question():
     body = json_body(QUESTION_FIELDS, required=("question",))
-    text = validate_question(_string(body, "question"))
-    conversation_id = _string(body, "conversation_id", optional=True)
-    if conversation_id is not None:
-        conversation_id = normalise_conversation_id(conversation_id)
-    category = normalise_category(_string(body, "category", optional=True))
+    ask = Ask.parse(body["question"], body.get("conversation_id"), body.get("category"))
     assistant = _services().assistant
 
     if not _wants_stream():
-        result = assistant.answer(text, conversation_id=conversation_id, category=category)
-        return jsonify(result.to_dict())
+        return jsonify(assistant.answer(ask).to_dict())
 
-    events = assistant.answer_stream(text, conversation_id=conversation_id, category=category)
-    first = next(events)  # bad input, unknown conversation, engine down: a plain JSON error
+    # Bad input, an unknown conversation, the engine down: raised here, a plain JSON error.
+    events = assistant.answer_stream(ask)
+    first = next(events)  # the flow has started: from now on it logs whatever happens
 
     def generate():
         try:
@@ -214,32 +209,21 @@ def question():
 
 @bp.post("/feedback")
 def feedback():
-    body = json_body(FEEDBACK_FIELDS, required=("conversation_id", "feedback"))
-    conversation_id = normalise_conversation_id(_string(body, "conversation_id"))
-    value = body["feedback"]
-    if isinstance(value, bool) or not isinstance(value, int) or value not in (1, -1):
-        raise ApiError(400, f"'feedback' must be the integer 1 or -1, not {json.dumps(value)}")
-    comment = _string(body, "comment", optional=True)
-    if comment is not None:
-        if len(comment) > MAX_COMMENT_CHARS:
-            raise ApiError(400, f"'comment' is too long ({len(comment)} characters, "
-                                f"at most {MAX_COMMENT_CHARS})")
-        comment = comment.strip() or None
-
-    services = _services()
-    store = services.store
-    try:
-        known = store.conversation_exists(conversation_id)
-        reachable = True
-    except StoreUnavailable:
-        known, reachable = None, False
-    if reachable and not known:
-        raise ApiError(404, f"unknown conversation {conversation_id}")
-    stored = store.save_feedback(conversation_id, value, comment)
-    if not stored:
-        raise ApiError(404, f"unknown conversation {conversation_id}")
-    _metrics().feedback_given(value)
-    if not reachable:
+    body = json_body(FEEDBACK_FIELDS, required=("feedback",))
+    exchange_id = body.get("exchange_id")
+    conversation_id = body.get("conversation_id")
+    if exchange_id is None and conversation_id is None:
+        raise ApiError(400, "missing field: exchange_id (the answer rated) or conversation_id "
+                            "(its latest answer)")
+    if exchange_id is not None:
+        exchange_id = normalise_id(exchange_id, "exchange_id")
+    if conversation_id is not None:
+        conversation_id = normalise_id(conversation_id)
+    outcome = _services().store.save_feedback(
+        body["feedback"], _string(body, "comment", optional=True),
+        exchange_id=exchange_id, conversation_id=conversation_id)
+    _metrics().feedback_given(body["feedback"])
+    if outcome == "spooled":  # the log is down: kept, checked when it is back
         return jsonify(status="accepted"), 202
     return jsonify(status="ok")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from assistant.documents import CATEGORIES
-from assistant.retrieval import MAX_QUESTION_CHARS
+from assistant.answering.request import MAX_QUESTION_CHARS
 
 MAX_COMMENT_CHARS = 2000
 
@@ -51,7 +51,8 @@ def openapi_document(version: str = "0.1.0") -> dict:
                     "description": (
                         "JSON by default. With `Accept: text/event-stream` or `?stream=1` the "
                         "answer is streamed as server-sent events: `sources` "
-                        "(`{conversation_id, sources}`), then `token` (`{text}`) repeated, then "
+                        "(`{conversation_id, exchange_id, sources}`), then `token` (`{text}`) repeated, "
+                        "then "
                         "`done` (the Answer object), or `error` (`{error, status}`) if the LLM "
                         "fails mid-way. Errors found before the stream starts are plain JSON "
                         "errors with their HTTP status."),
@@ -89,7 +90,12 @@ def openapi_document(version: str = "0.1.0") -> dict:
             "/feedback": {
                 "post": {
                     "operationId": "giveFeedback",
-                    "summary": "Thumbs up (1) or down (-1) on a conversation's latest answer.",
+                    "summary": "Thumbs up (1) or down (-1) on one answer.",
+                    "description": (
+                        "Names the answer by its `exchange_id` (every reply carries one, in the "
+                        "JSON answer and in the stream's `sources` and `done` events). A "
+                        "`conversation_id` alone rates that conversation's latest answer; with "
+                        "both, the exchange must belong to the conversation."),
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {
@@ -101,7 +107,8 @@ def openapi_document(version: str = "0.1.0") -> dict:
                                      "Accepted: the conversation log is down, the feedback is "
                                      "spooled and stored when it is back."),
                         **_BODY_ERRORS,
-                        "404": _error("Unknown conversation_id."),
+                        "404": _error("Unknown exchange_id or conversation_id, or an exchange "
+                                      "of another conversation."),
                         **_COMMON_ERRORS,
                     },
                 },
@@ -184,11 +191,12 @@ def openapi_document(version: str = "0.1.0") -> dict:
                 },
                 "Answer": {
                     "type": "object",
-                    "required": ["conversation_id", "question", "answer", "sources", "mode", "model",
-                                 "response_time", "tokens", "cost"],
+                    "required": ["conversation_id", "exchange_id", "question", "answer", "sources",
+                                 "mode", "model", "response_time", "tokens", "cost"],
                     "properties": {
                         "conversation_id": {"type": "string"},
-                        "exchange_id": {"type": "string"},
+                        "exchange_id": {"type": "string",
+                                        "description": "This answer, for POST /feedback."},
                         "turn": {"type": "integer"},
                         "question": {"type": "string"},
                         "rewritten_question": {"type": ["string", "null"],
@@ -208,9 +216,12 @@ def openapi_document(version: str = "0.1.0") -> dict:
                 },
                 "FeedbackRequest": {
                     "type": "object",
-                    "required": ["conversation_id", "feedback"],
+                    "required": ["feedback"],
+                    "description": "exchange_id, conversation_id, or both.",
+                    "anyOf": [{"required": ["exchange_id"]}, {"required": ["conversation_id"]}],
                     "additionalProperties": False,
                     "properties": {
+                        "exchange_id": {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"},
                         "conversation_id": {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"},
                         "feedback": {"type": "integer", "enum": [1, -1]},
                         "comment": {"type": ["string", "null"], "maxLength": MAX_COMMENT_CHARS},

@@ -44,9 +44,6 @@ def _settings():
 
 # -- articles --------------------------------------------------------------------------------
 
-_articles_lock = threading.Lock()
-_articles_cache: dict[str, tuple[tuple[int, int], dict[str, dict]]] = {}
-
 
 def _source_path(source: str) -> Path | None:
     """The local JSON file named by ``settings.source`` (relative to the working directory,
@@ -60,18 +57,8 @@ def _source_path(source: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def load_articles(source: str) -> dict[str, dict]:
-    """Articles by id from an articles (or chunks) JSON file, cached until the file changes."""
-    path = _source_path(source)
-    if path is None:
-        return {}
-    key = str(path.resolve())
-    stat = path.stat()
-    version = (stat.st_mtime_ns, stat.st_size)
-    with _articles_lock:
-        cached = _articles_cache.get(key)
-        if cached and cached[0] == version:
-            return cached[1]
+def read_articles(path: Path) -> dict[str, dict]:
+    """Articles by id, ready for the article page, from an articles (or chunks) JSON file."""
     from indexing.sources import (articles_from_records, chunks_from_records,
                                   is_chunk_records, read_json_records)
 
@@ -91,9 +78,34 @@ def load_articles(source: str) -> dict[str, dict]:
                 "paragraphs": [p.strip() for p in a.text.split("\n\n") if p.strip()]}
     for article in articles.values():
         article["tag_list"] = [t.strip() for t in article["tags"].split(",") if t.strip()]
-    with _articles_lock:
-        _articles_cache[key] = (version, articles)
     return articles
+
+
+class ArticleShelf:
+    """The source's articles for ``/articles/<id>``, read again when the file changes (one
+    per app, in ``app.extensions["articles"]``)."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self._lock = threading.Lock()
+        self._version: tuple[int, int] | None = None
+        self._articles: dict[str, dict] = {}
+
+    def get(self, article_id: str) -> dict | None:
+        path = _source_path(self.source)
+        if path is None:
+            return None
+        stat = path.stat()
+        version = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if version != self._version:
+                self._articles, self._version = read_articles(path), version
+            return self._articles.get(article_id)
+
+
+def init_app(app) -> None:
+    app.extensions["articles"] = ArticleShelf(app.config["SETTINGS"].source)
+    app.register_blueprint(bp)
 
 
 # -- pages -----------------------------------------------------------------------------------
@@ -106,12 +118,12 @@ def chat():
 
 @bp.get("/articles/<article_id>")
 def article(article_id: str):
+    shelf = current_app.extensions["articles"]
     try:
-        articles = load_articles(_settings().source)
+        found = shelf.get(article_id)
     except AssistantError as e:
-        log.warning("articles unavailable from %s: %s", _settings().source, e)
-        articles = {}
-    found = articles.get(article_id)
+        log.warning("articles unavailable from %s: %s", shelf.source, e)
+        found = None
     if found is None:
         return render_template("not_found.html", article_id=article_id), 404
     return render_template("article.html", article=found)

@@ -1,7 +1,7 @@
 /* The chat page: asks POST /question with Accept: text/event-stream and reads the SSE stream
    (sources, token..., done | error) with fetch + ReadableStream; keeps conversation_id for
-   follow-ups; thumbs up/down post /feedback. All text goes in through textContent: nothing the
-   server or the user sends is ever parsed as HTML. */
+   follow-ups; thumbs up/down post /feedback for that answer's exchange_id. All text goes in
+   through textContent: nothing the server or the user sends is ever parsed as HTML. */
 (function () {
   "use strict";
 
@@ -221,23 +221,24 @@
       .filter(Boolean).join(" · ");
     if (details) mode.appendChild(document.createTextNode(" · " + details));
     this.view.querySelector(".meta").hidden = false;
-    this.bindFeedback(conversationId);
+    this.bindFeedback(result.exchange_id, conversationId);
     scrollToEnd();
   };
 
-  Exchange.prototype.bindFeedback = function (cid) {
+  // Each answer is rated by its own exchange id, so older answers keep their thumbs.
+  Exchange.prototype.bindFeedback = function (exchangeId, cid) {
     var view = this.view;
     var buttons = view.querySelectorAll(".thumb");
     var thanks = view.querySelector(".thanks");
     buttons.forEach(function (button) {
       button.addEventListener("click", function () {
-        if (!cid || view.dataset.rated) return;
+        if (!exchangeId || view.dataset.rated) return;
         var value = parseInt(button.getAttribute("data-value"), 10);
         buttons.forEach(function (b) { b.disabled = true; });
         fetch("/feedback", {
           method: "POST",
           headers: { "Content-Type": "application/json", "Accept": "application/json" },
-          body: JSON.stringify({ conversation_id: cid, feedback: value })
+          body: JSON.stringify({ exchange_id: exchangeId, conversation_id: cid, feedback: value })
         }).then(function (response) {
           if (!response.ok) throw new Error(String(response.status));
           view.dataset.rated = String(value);
@@ -339,11 +340,6 @@
     var exchange = new Exchange(question);
     scrollToEnd();
     setBusy(true);
-    // Only the newest answer can be rated: feedback goes to the conversation's latest exchange.
-    thread.querySelectorAll(".msg-bot").forEach(function (v) {
-      if (v !== exchange.view && !v.dataset.rated) v.querySelectorAll(".thumb").forEach(function (b) { b.disabled = true; });
-    });
-
     var body = { question: question };
     if (conversationId) body.conversation_id = conversationId;
     if (category.value) body.category = category.value;

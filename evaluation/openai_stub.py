@@ -1,4 +1,5 @@
-"""A real, local OpenAI-compatible HTTP server for tests (no network, no mocks of the client).
+"""A real, local OpenAI-compatible HTTP server (no network): what the tests and the API benchmark
+answer LLM calls with (no mocks of the client).
 
     with OpenAIStub() as stub:
         stub.script(status(429, retry_after=0.2), "ok")

@@ -1,0 +1,79 @@
+"""What an answer gives back (:class:`AnswerResult`) and what it cost (:class:`Spend`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from assistant.answering.llm import Completion
+from assistant.retrieval import Passage
+
+
+def source_of(passage: Passage) -> dict:
+    """A passage as the reply and the log cite it."""
+    c = passage.chunk
+    return {"article_id": c.article_id, "title": c.title, "url": c.url, "chunk_id": c.chunk_id,
+            "score": round(float(passage.score), 6)}
+
+
+@dataclass
+class Spend:
+    """Tokens, cost and time of the LLM calls made for one exchange (rewrite and answer)."""
+
+    prompt: int = 0
+    completion: int = 0
+    total: int = 0
+    cost: float | None = 0.0  # None once any call's cost is unknown
+    llm_time: float = 0.0
+    calls: int = 0
+
+    def add(self, completion: Completion) -> None:
+        u = completion.usage
+        self.prompt += u.prompt_tokens
+        self.completion += u.completion_tokens
+        self.total += u.total_tokens or (u.prompt_tokens + u.completion_tokens)
+        c = completion.cost
+        self.cost = None if c is None or self.cost is None else self.cost + c
+        self.llm_time += completion.elapsed
+        self.calls += 1
+
+    def tokens(self) -> dict:
+        return {"prompt": self.prompt, "completion": self.completion, "total": self.total}
+
+
+@dataclass
+class AnswerResult:
+    """One answered question, as the API returns it (:meth:`to_dict`)."""
+
+    conversation_id: str
+    exchange_id: str  # what POST /feedback names to rate this answer
+    turn: int
+    question: str
+    rewritten_question: str | None
+    answer: str
+    sources: list[dict]
+    mode: str
+    model: str | None
+    response_time: float
+    tokens: dict
+    cost: float | None
+    category: str | None = None
+    language: str | None = None
+    logged: bool = True  # False: the log was down, the exchange waits in the spool
+
+    def to_dict(self) -> dict:
+        return {
+            "conversation_id": self.conversation_id,
+            "exchange_id": self.exchange_id,
+            "turn": self.turn,
+            "question": self.question,
+            "rewritten_question": self.rewritten_question,
+            "answer": self.answer,
+            "sources": self.sources,
+            "mode": self.mode,
+            "model": self.model,
+            "category": self.category,
+            "language": self.language,
+            "response_time": round(self.response_time, 4),
+            "tokens": self.tokens,
+            "cost": self.cost,
+        }
