@@ -92,7 +92,7 @@ def settings(demo_index_settings, tmp_path, log_database):
 
 
 def query(store, sql: str, params: tuple = ()) -> list[tuple]:
-    return store._run(lambda cur: cur.execute(sql, params).fetchall(), write=False)
+    return store.read(lambda cur: cur.execute(sql, params).fetchall())
 
 
 def watch_errors(page) -> list[str]:
@@ -161,7 +161,7 @@ def test_chat_streams_cites_takes_feedback_and_follows_up(browser, serve, settin
     assert first.get_attribute("data-exchange-id") == exchange_id
     assert first.locator(".answer").text_content() == shown_text(answer)
 
-    sources = store._db.py_json(sources)
+    sources = store.get(exchange_id).sources
     cited = sorted({int(n) for group in CITATION.findall(answer)
                     for n in re.split(r"\s*[,;]\s*", group)})
     assert cited, answer

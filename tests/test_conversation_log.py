@@ -21,6 +21,7 @@ from assistant.conversation_log import (
     Exchange,
     StoreUnavailable,
     open_store,
+    stats,
 )
 from assistant.errors import AssistantError, ConfigError
 from tests.fixtures_pg import free_port
@@ -43,11 +44,7 @@ def store(request, sqlite_data_dir):
 
 def query(store, sql: str, params: tuple = ()) -> list[tuple]:
     """Raw SQL (``%s`` placeholders) on the store's database."""
-    return store._run(lambda cur: cur.execute(sql, params).fetchall(), write=False)
-
-
-def execute(store, sql: str, params: tuple = ()) -> None:
-    store._run(lambda cur: cur.execute(sql, params))
+    return store.read(lambda cur: cur.execute(sql, params).fetchall())
 
 
 def count(store, table: str) -> int:
@@ -114,16 +111,15 @@ def test_upgrade_never_drops_data(store):
 # -- exchanges -------------------------------------------------------------------------------
 
 
-def test_save_history_next_turn(store):
+def test_save_and_history(store):
     store.upgrade()
-    assert store.next_turn("c1") == 1 and not store.conversation_exists("c1")
+    assert not store.conversation_exists("c1")
     saved = []
     for turn in (1, 2, 3):
-        ex = exchange("c1", store.next_turn("c1"), sources=SOURCES, mode="llm",
+        ex = exchange("c1", turn, sources=SOURCES, mode="llm",
                       model="gpt-4o-mini", language="fr", category="mixage",
                       response_time=1.25 * turn, retrieval_time=0.05, llm_time=1.1,
                       prompt_tokens=120, completion_tokens=80, total_tokens=200, cost=0.00042)
-        assert ex.turn == turn
         assert store.save_exchange(ex) is True
         saved.append(ex)
     store.save_exchange(exchange("other", 1))
@@ -132,7 +128,6 @@ def test_save_history_next_turn(store):
 
     assert store.history("c1") == saved  # every field round-trips
     assert [e.turn for e in store.history("c1", limit=2)] == [2, 3]
-    assert store.next_turn("c1") == 4 and store.next_turn("other") == 2
     assert store.conversation_exists("c1") and not store.conversation_exists("nope")
     assert store.history("nope") == []
     assert store.get(saved[1].id) == saved[1] and store.get("nope") is None
@@ -185,10 +180,11 @@ def test_feedback(store):
     rows = query(store, "SELECT conversation_id, exchange_id, feedback, comment FROM feedback "
                         "ORDER BY id")
     assert rows == [("c1", latest.id, 1, "Merci, très clair"), ("c1", latest.id, -1, None)]
-    # The CHECK constraint holds in the database itself, not only in Python.
+    # The CHECK constraint holds in the database itself, not only in Python (the insert
+    # fails, so the read transaction it runs in writes nothing).
     for bad in (0, 2):
         with pytest.raises((sqlite3.IntegrityError, psycopg2.IntegrityError)):
-            execute(store, "INSERT INTO feedback (conversation_id, feedback, created_at) "
+            query(store, "INSERT INTO feedback (conversation_id, feedback, created_at) "
                            "VALUES (%s, %s, %s)", ("c1", bad, "2024-05-01T09:30:00+00:00"))
     assert count(store, "feedback") == 2
 
@@ -246,12 +242,12 @@ def seed_log(store):
 
 
 def test_stats_are_exact(store):
-    empty = store.stats()
+    empty = stats(store)
     assert empty["exchanges"] == 0 and empty["response_time"] == {"avg": None, "p95": None}
     assert empty["cost"]["total"] is None
 
     seed_log(store)
-    assert store.stats() == {
+    assert stats(store) == {
         "since": None,
         "exchanges": 5,
         "conversations": 4,
@@ -277,7 +273,7 @@ def test_stats_are_exact(store):
         "relevance": {"RELEVANT": 1, "PARTLY_RELEVANT": 1, "NON_RELEVANT": 1, "unjudged": 2},
     }
 
-    recent = store.stats(since=datetime(2024, 1, 1, tzinfo=UTC))
+    recent = stats(store, since=datetime(2024, 1, 1, tzinfo=UTC))
     assert recent["since"] == "2024-01-01T00:00:00.000000+00:00"
     assert (recent["exchanges"], recent["conversations"], recent["errors"]) == (4, 3, 1)
     assert recent["response_time"] == {"avg": 2.5, "p95": 3.85}

@@ -3,7 +3,8 @@
 Two backends, one schema (``migrations/<backend>/NNNN_*.sql`` are the source of truth):
 PostgreSQL for a ``postgresql://`` URL, else an embedded SQLite file
 ``<data_dir>/conversations.sqlite`` (see :mod:`assistant.conversation_log.backends`). Grafana
-reads the tables directly.
+reads the tables directly; :mod:`assistant.conversation_log.reports` reads them through
+:meth:`ConversationStore.read`.
 
 Availability rules:
 
@@ -21,14 +22,13 @@ Availability rules:
 from __future__ import annotations
 
 import logging
-import math
 import re
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from assistant.conversation_log.backends import (
     Backend,
@@ -49,6 +49,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 RELEVANCE_VALUES = ("RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT")
 FEEDBACK_VALUES = (1, -1)
 _MIGRATION_FILE = re.compile(r"^(\d{4})_[A-Za-z0-9_\-]+\.sql$")
+
+T = TypeVar("T")
 
 
 def _new_id() -> str:
@@ -123,10 +125,6 @@ COLUMNS = tuple(f.name for f in fields(Exchange))
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM conversations"
 
 
-def _round(value: Any, digits: int) -> float | None:
-    return None if value is None else round(float(value), digits)
-
-
 # -- the store -------------------------------------------------------------------------------
 
 
@@ -149,8 +147,8 @@ class ConversationStore:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _run(self, fn: Callable[[Cursor], Any], *, write: bool = True,
-             create_schema: bool = True) -> Any:
+    def _run(self, fn: Callable[[Cursor], T], *, write: bool = True,
+             create_schema: bool = True) -> T:
         """``fn(cursor)`` in one transaction; a stale pooled connection is retried once on a
         fresh one, a missing schema is upgraded once. Raises StoreUnavailable."""
         fresh = upgraded = False
@@ -193,6 +191,29 @@ class ConversationStore:
                 f"{why.why}; and the spool {self.spool.path} cannot be written: {e}") from e
         log.warning("conversation log unavailable (%s): %s spooled to %s",
                     why.why, kind, self.spool.path)
+
+    # -- reading for reports -----------------------------------------------------------------
+
+    def read(self, fn: Callable[[Cursor], T]) -> T:
+        """``fn(cursor)`` in one read transaction, after replaying the spool (so that spooled
+        records are counted), and its result. The cursor takes ``%s`` placeholders on both
+        backends; parameters and results pass through :meth:`db_time` / :meth:`py_time`.
+        ``fn`` must only read. Raises StoreUnavailable."""
+        self._sync()
+        return self._run(fn, write=False)
+
+    def db_time(self, value: datetime) -> Any:
+        """An aware datetime as a query parameter for this backend."""
+        return self._db.db_time(to_utc(value))
+
+    def py_time(self, value: Any) -> datetime:
+        """A timestamp column's value as an aware UTC datetime."""
+        return self._db.py_time(value)
+
+    def epoch_bucket(self, size: int) -> str:
+        """SQL for the UTC epoch second (an integer) starting the ``size``-second bucket of
+        ``created_at``, whatever the session's time zone."""
+        return self._db.epoch_bucket(size)
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -400,15 +421,13 @@ class ConversationStore:
         return Exchange(**values)
 
     def _select(self, sql: str, params: tuple) -> list[Exchange]:
-        self._sync()
-        rows = self._run(lambda cur: cur.execute(sql, params).fetchall(), write=False)
+        rows = self.read(lambda cur: cur.execute(sql, params).fetchall())
         return [self._exchange(row) for row in rows]
 
     def conversation_exists(self, conversation_id: str) -> bool:
-        self._sync()
-        return self._run(lambda cur: cur.execute(
+        return self.read(lambda cur: cur.execute(
             "SELECT 1 FROM conversations WHERE conversation_id = %s LIMIT 1",
-            (conversation_id,)).fetchone() is not None, write=False)
+            (conversation_id,)).fetchone() is not None)
 
     def history(self, conversation_id: str, limit: int = 10) -> list[Exchange]:
         """The last ``limit`` exchanges of a conversation, oldest first."""
@@ -416,12 +435,6 @@ class ConversationStore:
                             "ORDER BY turn DESC, created_at DESC LIMIT %s",
                             (conversation_id, int(limit)))
         return rows[::-1]
-
-    def next_turn(self, conversation_id: str) -> int:
-        self._sync()
-        return self._run(lambda cur: cur.execute(
-            "SELECT COALESCE(MAX(turn), 0) + 1 FROM conversations WHERE conversation_id = %s",
-            (conversation_id,)).fetchone()[0], write=False)
 
     def get(self, exchange_id: str) -> Exchange | None:
         rows = self._select(f"{_SELECT} WHERE id = %s", (exchange_id,))
@@ -440,85 +453,6 @@ class ConversationStore:
     def ping(self) -> None:
         """Raise StoreUnavailable(why) unless the database answers."""
         self._run(lambda cur: cur.execute("SELECT 1").fetchone(), write=False)
-
-    def stats(self, since: datetime | None = None) -> dict:
-        """Totals over the log (from ``since`` when given). Times in seconds (avg, and p95
-        interpolated like PostgreSQL's percentile_cont), costs in USD (None when no exchange
-        has a known cost), feedback +1/-1 counts, relevance verdicts, errors (status != 'ok')."""
-        where, params = "", ()
-        if since is not None:
-            since = to_utc(since, "since")
-            where, params = " WHERE created_at >= %s", (self._db.db_time(since),)
-
-        def read(cur: Cursor) -> dict:
-            row = cur.execute(
-                "SELECT COUNT(*), COUNT(DISTINCT conversation_id), AVG(response_time),"
-                " COUNT(response_time), SUM(prompt_tokens), SUM(completion_tokens),"
-                " SUM(total_tokens), SUM(judge_prompt_tokens), SUM(judge_completion_tokens),"
-                " SUM(judge_total_tokens), SUM(cost), SUM(judge_cost), COUNT(cost),"
-                " SUM(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END)"
-                f" FROM conversations{where}", params).fetchone()
-            (exchanges, conversations, avg_time, timed, prompt, completion, total, j_prompt,
-             j_completion, j_total, cost, judge_cost, with_cost, errors) = row
-
-            p95 = None
-            if timed:
-                position = 0.95 * (timed - 1)
-                low = math.floor(position)
-                values = [r[0] for r in cur.execute(
-                    "SELECT response_time FROM conversations"
-                    f"{where or ' WHERE 1 = 1'} AND response_time IS NOT NULL"
-                    " ORDER BY response_time LIMIT 2 OFFSET %s", params + (low,)).fetchall()]
-                p95 = values[0]
-                if len(values) > 1:
-                    p95 = values[0] + (position - low) * (values[1] - values[0])
-
-            def grouped(column: str) -> dict:
-                out = {}
-                for key, n, avg, tokens, group_cost in cur.execute(
-                        f"SELECT {column}, COUNT(*), AVG(response_time), SUM(total_tokens),"
-                        f" SUM(cost) FROM conversations{where} GROUP BY {column}",
-                        params).fetchall():
-                    out[key if key is not None else "none"] = {
-                        "exchanges": n, "avg_response_time": _round(avg, 6),
-                        "total_tokens": int(tokens or 0), "cost": _round(group_cost, 8)}
-                return dict(sorted(out.items()))
-
-            relevance = {value: 0 for value in RELEVANCE_VALUES}
-            relevance["unjudged"] = 0
-            for verdict, n in cur.execute(
-                    f"SELECT relevance, COUNT(*) FROM conversations{where} GROUP BY relevance",
-                    params).fetchall():
-                relevance[verdict if verdict is not None else "unjudged"] = n
-
-            positive, negative = cur.execute(
-                "SELECT COALESCE(SUM(CASE WHEN feedback = 1 THEN 1 ELSE 0 END), 0),"
-                " COALESCE(SUM(CASE WHEN feedback = -1 THEN 1 ELSE 0 END), 0)"
-                f" FROM feedback{where}", params).fetchone()
-
-            known = [c for c in (cost, judge_cost) if c is not None]
-            return {
-                "since": iso(since) if since is not None else None,
-                "exchanges": exchanges,
-                "conversations": conversations,
-                "errors": int(errors or 0),
-                "feedback": {"positive": int(positive), "negative": int(negative),
-                             "total": int(positive) + int(negative)},
-                "response_time": {"avg": _round(avg_time, 6), "p95": _round(p95, 6)},
-                "tokens": {"prompt": int(prompt or 0), "completion": int(completion or 0),
-                           "total": int(total or 0), "judge_prompt": int(j_prompt or 0),
-                           "judge_completion": int(j_completion or 0),
-                           "judge_total": int(j_total or 0)},
-                "cost": {"answer": _round(cost, 8), "judge": _round(judge_cost, 8),
-                         "total": _round(sum(float(c) for c in known), 8) if known else None,
-                         "exchanges_with_cost": with_cost},
-                "by_mode": grouped("mode"),
-                "by_model": grouped("model"),
-                "relevance": relevance,
-            }
-
-        self._sync()
-        return self._run(read, write=False)
 
     def close(self) -> None:
         """Close the idle connections (the store stays usable: it reconnects on demand)."""
