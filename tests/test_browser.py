@@ -323,7 +323,7 @@ def seed_log(store, now: datetime) -> list[Exchange]:
         store.set_relevance(exchanges[i].id, verdict, "stub", prompt_tokens=200,
                             completion_tokens=30, cost=0.00005)
     for conversation, value in (("conv-0", 1), ("conv-1", 1), ("conv-2", -1)):
-        store.save_feedback(conversation, value)
+        store.save_feedback(value, conversation_id=conversation)
     return exchanges
 
 

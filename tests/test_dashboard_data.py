@@ -104,10 +104,10 @@ def seed(store, future: bool = True) -> dict:
     store.set_relevance(rows["e4"].id, "NON_RELEVANT", "non", prompt_tokens=50,
                         completion_tokens=20, cost=0.001)
     store.set_relevance(rows["before"].id, "NON_RELEVANT", "hors fenêtre")
-    assert store.save_feedback("conv-a", 1) is True       # -> e2 (latest of conv-a)
-    assert store.save_feedback("conv-a", 1, "merci") is True
-    assert store.save_feedback("conv-c", -1) is True      # -> e4
-    assert store.save_feedback("conv-b", 1) is True       # -> e3
+    assert store.save_feedback(1, conversation_id="conv-a") == "stored"  # -> e2 (latest)
+    assert store.save_feedback(1, "merci", exchange_id=rows["e2"].id) == "stored"
+    assert store.save_feedback(-1, conversation_id="conv-c") == "stored"  # -> e4
+    assert store.save_feedback(1, exchange_id=rows["e3"].id) == "stored"
     return {"since": B, "until": B + timedelta(hours=3) - timedelta(microseconds=1),
             "ids": {k: v.id for k, v in rows.items()}}
 

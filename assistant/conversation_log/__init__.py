@@ -25,16 +25,19 @@ from assistant.conversation_log.spool import Spool
 from assistant.conversation_log.store import (
     COLUMNS,
     FEEDBACK_VALUES,
+    MAX_COMMENT_CHARS,
     MIGRATIONS_DIR,
     RELEVANCE_VALUES,
     ConversationStore,
     Exchange,
     open_store,
+    validate_feedback,
 )
 
 __all__ = [
     "COLUMNS",
     "FEEDBACK_VALUES",
+    "MAX_COMMENT_CHARS",
     "MIGRATIONS_DIR",
     "RELEVANCE_VALUES",
     "ConversationStore",
@@ -47,4 +50,5 @@ __all__ = [
     "open_store",
     "parse_since",
     "stats",
+    "validate_feedback",
 ]

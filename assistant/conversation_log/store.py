@@ -9,12 +9,16 @@ reads the tables directly; :mod:`assistant.conversation_log.reports` reads them 
 Availability rules:
 
 * ``save_exchange`` never raises because the database is unreachable: the exchange goes to the
-  spool (``<data_dir>/spool.jsonl``) and the call returns False. ``save_feedback`` does the same
-  but returns True: the feedback is *accepted* although its conversation could not be checked;
-  when it is replayed, feedback whose conversation is still unknown goes to
-  ``spool.jsonl.rejected`` instead of the table.
-* Every call that reaches the database first replays the spool (oldest first, idempotently),
-  so spooled records land as soon as the database is back; ``replay_spool()`` does it on demand.
+  spool (``<data_dir>/spool.jsonl``) and the call returns False.
+* ``save_feedback`` checks its value and comment first (:func:`validate_feedback`), then stores
+  the feedback on the exchange it names, or on the latest exchange of the conversation it names,
+  and returns ``"stored"``; it raises ``UnknownExchange`` / ``UnknownConversation`` when the
+  database answers and the target is not there. When the database is unreachable the feedback
+  is spooled and the call returns ``"spooled"``: accepted, although its target could not be
+  checked; a replay sends feedback whose target is still unknown to ``spool.jsonl.rejected``.
+* Every call that reaches the database first replays the spool (oldest first, idempotently:
+  exchanges by id, feedback by its ``spool_id``), so spooled records land as soon as the
+  database is back; ``replay_spool()`` does it on demand.
 * Reads, ``set_relevance``, ``upgrade`` and ``ping`` raise :class:`StoreUnavailable`.
 * A missing schema is created on first use (``upgrade()`` then retry); nothing is ever dropped.
 """
@@ -28,7 +32,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Literal, TypeVar
 
 from assistant.conversation_log.backends import (
     Backend,
@@ -41,13 +45,14 @@ from assistant.conversation_log.backends import (
     utcnow,
 )
 from assistant.conversation_log.spool import Rejected, Spool
-from assistant.errors import ConfigError
+from assistant.errors import ConfigError, InvalidFeedback, UnknownConversation, UnknownExchange
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 RELEVANCE_VALUES = ("RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT")
 FEEDBACK_VALUES = (1, -1)
+MAX_COMMENT_CHARS = 2000
 _MIGRATION_FILE = re.compile(r"^(\d{4})_[A-Za-z0-9_\-]+\.sql$")
 
 T = TypeVar("T")
@@ -55,6 +60,23 @@ T = TypeVar("T")
 
 def _new_id() -> str:
     return uuid.uuid4().hex
+
+
+def validate_feedback(value: Any, comment: Any = None) -> str | None:
+    """Check a reader's feedback before anything is stored or spooled: ``value`` must be the
+    integer 1 or -1 (not a bool, not 1.0), ``comment`` None or a string of at most
+    ``MAX_COMMENT_CHARS`` characters. Returns the comment stripped, None when it is empty.
+    Raises :class:`~assistant.errors.InvalidFeedback`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value not in FEEDBACK_VALUES:
+        raise InvalidFeedback(f"'feedback' must be the integer 1 or -1, not {value!r}")
+    if comment is None:
+        return None
+    if not isinstance(comment, str):
+        raise InvalidFeedback(f"'comment' must be a string, not {type(comment).__name__}")
+    if len(comment) > MAX_COMMENT_CHARS:
+        raise InvalidFeedback(f"'comment' is too long ({len(comment)} characters, "
+                              f"at most {MAX_COMMENT_CHARS})")
+    return comment.strip() or None
 
 
 @dataclass(kw_only=True)
@@ -290,11 +312,6 @@ class ConversationStore:
             self._spool("exchange", exchange.to_record(), why)
             return False
 
-    @staticmethod
-    def _check_feedback(value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value not in FEEDBACK_VALUES:
-            raise ValueError(f"feedback must be 1 or -1, got {value!r}")
-
     def _latest_exchange(self, cur: Cursor, conversation_id: str,
                          before: datetime | None = None) -> str | None:
         if before is not None:
@@ -309,40 +326,67 @@ class ConversationStore:
                           (conversation_id,)).fetchone()
         return row[0] if row else None
 
-    def _insert_feedback(self, cur: Cursor, data: dict, exchange_id: str) -> None:
+    def _feedback_target(self, cur: Cursor, data: dict,
+                         before: datetime | None) -> tuple[str, str]:
+        """(exchange id, conversation id) that feedback ``data`` is about: its ``exchange_id``
+        (which must belong to its ``conversation_id`` when both are given), else the latest
+        exchange of its conversation (``before`` its time when there is one, for a replay).
+        Raises UnknownExchange / UnknownConversation."""
+        exchange_id, conversation_id = data.get("exchange_id"), data.get("conversation_id")
+        if exchange_id is not None:
+            row = cur.execute("SELECT conversation_id FROM conversations WHERE id = %s",
+                              (exchange_id,)).fetchone()
+            if row is None:
+                raise UnknownExchange(f"unknown exchange {exchange_id}")
+            if conversation_id is not None and row[0] != conversation_id:
+                raise UnknownExchange(
+                    f"exchange {exchange_id} is not in conversation {conversation_id}")
+            return exchange_id, row[0]
+        latest = self._latest_exchange(cur, conversation_id, before)
+        if latest is None:
+            raise UnknownConversation(f"unknown conversation {conversation_id}")
+        return latest, conversation_id
+
+    def _insert_feedback(self, cur: Cursor, data: dict, before: datetime | None = None) -> None:
+        exchange_id, conversation_id = self._feedback_target(cur, data, before)
         cur.execute(
             "INSERT INTO feedback (conversation_id, exchange_id, feedback, comment, created_at,"
             " spool_id) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (spool_id) DO NOTHING",
-            (data["conversation_id"], exchange_id, data["feedback"], data.get("comment"),
+            (conversation_id, exchange_id, data["feedback"], data.get("comment"),
              self._db.db_time(to_utc(data["created_at"])), data["spool_id"]))
 
-    def save_feedback(self, conversation_id: str, value: int, comment: str | None = None) -> bool:
-        """Record +1/-1 feedback on a conversation (attached to its latest exchange).
+    def save_feedback(self, value: int, comment: str | None = None, *,
+                      exchange_id: str | None = None,
+                      conversation_id: str | None = None) -> Literal["stored", "spooled"]:
+        """Record a reader's +1 / -1 (and comment) on an exchange.
 
-        False when the conversation is unknown. When the database is unreachable the feedback
-        is spooled and the call returns True: accepted, although the conversation could not be
-        checked (a replay sends feedback for a still-unknown conversation to the rejected file).
-        Raises ValueError for a value other than 1 / -1, before touching the database.
+        The target: ``exchange_id`` when given (then ``conversation_id``, if also given, must
+        be that exchange's conversation), else the latest exchange of ``conversation_id``.
+
+        Returns ``"stored"``, or ``"spooled"`` when the database was unreachable: the feedback
+        is accepted and stored by a later call, or set aside in the rejected file if its target
+        still does not exist then.
+
+        Raises, before touching the database: InvalidFeedback (see :func:`validate_feedback`),
+        ValueError when neither id is given. Then UnknownExchange (no such exchange, or not in
+        that conversation) / UnknownConversation (no such conversation).
         """
-        self._check_feedback(value)
-        if not conversation_id or not isinstance(conversation_id, str):
-            raise ValueError("conversation_id must be a non-empty string")
-        data = {"spool_id": _new_id(), "conversation_id": conversation_id, "feedback": value,
-                "comment": comment, "created_at": iso(utcnow())}
-
-        def write(cur: Cursor) -> bool:
-            exchange_id = self._latest_exchange(cur, conversation_id)
-            if exchange_id is None:
-                return False
-            self._insert_feedback(cur, data, exchange_id)
-            return True
-
+        comment = validate_feedback(value, comment)
+        if exchange_id is None and conversation_id is None:
+            raise ValueError("save_feedback needs an exchange_id or a conversation_id")
+        for name, given in (("exchange_id", exchange_id), ("conversation_id", conversation_id)):
+            if given is not None and (not isinstance(given, str) or not given):
+                raise ValueError(f"{name} must be a non-empty string, got {given!r}")
+        data = {"spool_id": _new_id(), "exchange_id": exchange_id,
+                "conversation_id": conversation_id, "feedback": value, "comment": comment,
+                "created_at": iso(utcnow())}
         try:
             self._sync()
-            return self._run(write)
+            self._run(lambda cur: self._insert_feedback(cur, data))
+            return "stored"
         except StoreUnavailable as why:
             self._spool("feedback", data, why)
-            return True
+            return "spooled"
 
     def set_relevance(self, exchange_id: str, relevance: str, explanation: str | None, *,
                       prompt_tokens: int = 0, completion_tokens: int = 0,
@@ -368,6 +412,18 @@ class ConversationStore:
 
     # -- spool -------------------------------------------------------------------------------
 
+    def _store_spooled(self, cur: Cursor, record: dict) -> None:
+        kind, data = record.get("kind"), record.get("data")
+        if kind == "exchange":
+            self._insert_exchange(cur, Exchange.from_record(data))
+        elif kind == "feedback":
+            # Records spooled before feedback named its exchange have no "exchange_id": they
+            # go to the conversation's latest exchange at the time the feedback was given.
+            data = {**data, "comment": validate_feedback(data["feedback"], data.get("comment"))}
+            self._insert_feedback(cur, data, before=to_utc(data["created_at"]))
+        else:
+            raise ValueError(f"unknown spooled record kind {kind!r}")
+
     def _apply_spooled(self, records: list[dict]) -> Rejected:
         """Store spooled records in one transaction (idempotent: exchanges by id, feedback by
         spool_id); a record that cannot be stored is rejected, not retried forever."""
@@ -376,19 +432,7 @@ class ConversationStore:
             for record in records:
                 cur.execute("SAVEPOINT spooled_record")
                 try:
-                    kind, data = record.get("kind"), record.get("data")
-                    if kind == "exchange":
-                        self._insert_exchange(cur, Exchange.from_record(data))
-                    elif kind == "feedback":
-                        self._check_feedback(data["feedback"])
-                        exchange_id = self._latest_exchange(
-                            cur, data["conversation_id"], to_utc(data["created_at"]))
-                        if exchange_id is None:
-                            raise LookupError(
-                                f"feedback for unknown conversation {data['conversation_id']!r}")
-                        self._insert_feedback(cur, data, exchange_id)
-                    else:
-                        raise ValueError(f"unknown spooled record kind {kind!r}")
+                    self._store_spooled(cur, record)
                 except Exception as exc:
                     # Connection trouble or a missing schema: the whole batch must wait.
                     if self._db.translate(exc) is not exc:

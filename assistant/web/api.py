@@ -16,12 +16,12 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, str
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from assistant.answering.llm import LLMError
-from assistant.answering.rag import (ConversationUnavailable, UnknownConversation,
-                                     normalise_category, normalise_conversation_id)
+from assistant.answering.rag import (ConversationUnavailable, normalise_category,
+                                     normalise_conversation_id)
 from assistant.conversation_log import StoreUnavailable
-from assistant.errors import AssistantError, EngineError, InvalidQuestion
+from assistant.errors import AssistantError, EngineError, InvalidInput, NotFound
 from assistant.retrieval import validate_question
-from assistant.web.openapi import MAX_COMMENT_CHARS, openapi_document
+from assistant.web.openapi import openapi_document
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,9 @@ def error_status(exc: BaseException) -> tuple[int, str]:
     """HTTP status and message for a library error."""
     if isinstance(exc, ApiError):
         return exc.status, exc.message
-    if isinstance(exc, InvalidQuestion):
+    if isinstance(exc, InvalidInput):
         return 400, str(exc)
-    if isinstance(exc, UnknownConversation):
+    if isinstance(exc, NotFound):
         return 404, str(exc)
     if isinstance(exc, ConversationUnavailable):
         return 503, str(exc)
@@ -217,29 +217,12 @@ def feedback():
     body = json_body(FEEDBACK_FIELDS, required=("conversation_id", "feedback"))
     conversation_id = normalise_conversation_id(_string(body, "conversation_id"))
     value = body["feedback"]
-    if isinstance(value, bool) or not isinstance(value, int) or value not in (1, -1):
-        raise ApiError(400, f"'feedback' must be the integer 1 or -1, not {json.dumps(value)}")
     comment = _string(body, "comment", optional=True)
-    if comment is not None:
-        if len(comment) > MAX_COMMENT_CHARS:
-            raise ApiError(400, f"'comment' is too long ({len(comment)} characters, "
-                                f"at most {MAX_COMMENT_CHARS})")
-        comment = comment.strip() or None
-
-    services = _services()
-    store = services.store
-    try:
-        known = store.conversation_exists(conversation_id)
-        reachable = True
-    except StoreUnavailable:
-        known, reachable = None, False
-    if reachable and not known:
-        raise ApiError(404, f"unknown conversation {conversation_id}")
-    stored = store.save_feedback(conversation_id, value, comment)
-    if not stored:
-        raise ApiError(404, f"unknown conversation {conversation_id}")
+    # The store checks the value and the comment (InvalidFeedback: 400) and the conversation
+    # (UnknownConversation: 404) itself.
+    outcome = _services().store.save_feedback(value, comment, conversation_id=conversation_id)
     _metrics().feedback_given(value)
-    if not reachable:
+    if outcome == "spooled":
         return jsonify(status="accepted"), 202
     return jsonify(status="ok")
 
