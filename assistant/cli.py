@@ -257,15 +257,26 @@ def judge_command(settings, limit):
     click.echo(report.summary())
 
 
-def _register_optional_commands() -> None:
+@cli.command("stats")
+@click.option("--since", "since_text", default="all", show_default=True,
+              help="Period: 24h, 7d, 30m, 2w, an ISO date, or 'all'.")
+@click.pass_obj
+@reports_errors
+def stats_command(settings, since_text):
+    """Summarise the conversation log: volume, feedback, relevance, latency, tokens, cost.
+
+    \b
+    Example:
+        assistant stats --since 7d
+    """
+    from assistant.conversation_log.reports import format_stats, parse_since
+
     try:
-        from assistant.stats import stats_command
-    except ImportError:  # pragma: no cover - the module is optional
-        return
-    cli.add_command(stats_command)
-
-
-_register_optional_commands()
+        since = parse_since(since_text)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--since") from None
+    with Services(settings).open_log() as store:
+        click.echo(format_stats(store, since), nl=False)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from assistant.answering.prices import cost as price_cost
 from assistant.answering.prompts import strip_invalid_citations
+from assistant.conversation_log import stats
 from assistant.web import create_app
 from assistant.web.logs import JsonFormatter, RequestIdFilter
 from evaluation.ports import free_port
@@ -250,12 +251,41 @@ def test_feedback_is_stored(make_client, log_database):
                                               "comment": "trop court"})
     assert response.status_code == 200 and response.get_json() == {"status": "ok"}
     assert client.post("/feedback", json={"conversation_id": cid, "feedback": 1}).status_code == 200
-    stats = services(client).store.stats()
-    assert stats["feedback"] == {"positive": 1, "negative": 1, "total": 2}
+    assert stats(services(client).store)["feedback"] == {"positive": 1, "negative": 1, "total": 2}
 
     unknown = client.post("/feedback", json={"conversation_id": "0" * 32, "feedback": 1})
     assert_error(unknown, 404)
-    assert services(client).store.stats()["feedback"]["total"] == 2
+    assert stats(services(client).store)["feedback"]["total"] == 2
+
+
+def test_feedback_rates_the_answer_it_names(make_client, log_database):
+    client = make_client(database_url=log_database)
+    first = client.post("/question", json={"question": "What is a VCO?"}).get_json()
+    cid = first["conversation_id"]
+    second = client.post("/question", json={"question": "and the filter?",
+                                             "conversation_id": cid}).get_json()
+    assert first["exchange_id"] != second["exchange_id"]
+
+    # The older answer, by its exchange id alone, then with its conversation.
+    assert client.post("/feedback", json={"exchange_id": first["exchange_id"],
+                                          "feedback": 1}).status_code == 200
+    assert client.post("/feedback", json={"exchange_id": first["exchange_id"], "conversation_id": cid,
+                                          "feedback": -1}).status_code == 200
+    # A conversation alone still means its latest answer.
+    assert client.post("/feedback", json={"conversation_id": cid, "feedback": 1}).status_code == 200
+    rows = services(client).store.read(lambda cur: cur.execute(
+        "SELECT exchange_id, feedback FROM feedback ORDER BY id").fetchall())
+    assert [tuple(r) for r in rows] == [(first["exchange_id"], 1), (first["exchange_id"], -1),
+                                        (second["exchange_id"], 1)]
+
+    other = client.post("/question", json={"question": "What is a LFO?"}).get_json()
+    mismatch = client.post("/feedback", json={"exchange_id": other["exchange_id"],
+                                              "conversation_id": cid, "feedback": 1})
+    assert_error(mismatch, 404)
+    assert_error(client.post("/feedback", json={"exchange_id": "f" * 32, "feedback": 1}), 404)
+    assert "exchange_id" in assert_error(
+        client.post("/feedback", json={"exchange_id": "nope", "feedback": 1}), 400)["error"]
+    assert stats(services(client).store)["feedback"]["total"] == 3
 
 
 def test_feedback_is_accepted_while_the_log_is_down(make_client, pg_cluster, pg_url):
@@ -271,7 +301,7 @@ def test_feedback_is_accepted_while_the_log_is_down(make_client, pg_cluster, pg_
     finally:
         pg_cluster.start()
     assert store.replay_spool() == 1
-    assert store.stats()["feedback"]["positive"] == 1
+    assert stats(store)["feedback"]["positive"] == 1
 
 
 def test_unknown_conversation_is_404(make_client, log_database):
@@ -332,7 +362,7 @@ def test_bad_input_gets_a_json_4xx(make_client, path, kwargs, expected, word):
     body = assert_error(client.post(path, **kwargs), expected)
     assert word.lower() in body["error"].lower(), body
     # Nothing was answered nor logged.
-    assert services(client).store.stats()["exchanges"] == 0
+    assert stats(services(client).store)["exchanges"] == 0
 
 
 @pytest.mark.parametrize("method, path, expected", [

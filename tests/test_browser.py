@@ -92,7 +92,7 @@ def settings(demo_index_settings, tmp_path, log_database):
 
 
 def query(store, sql: str, params: tuple = ()) -> list[tuple]:
-    return store._run(lambda cur: cur.execute(sql, params).fetchall(), write=False)
+    return store.read(lambda cur: cur.execute(sql, params).fetchall())
 
 
 def watch_errors(page) -> list[str]:
@@ -161,7 +161,7 @@ def test_chat_streams_cites_takes_feedback_and_follows_up(browser, serve, settin
     assert first.get_attribute("data-exchange-id") == exchange_id
     assert first.locator(".answer").text_content() == shown_text(answer)
 
-    sources = store._db.py_json(sources)
+    sources = store.get(exchange_id).sources
     cited = sorted({int(n) for group in CITATION.findall(answer)
                     for n in re.split(r"\s*[,;]\s*", group)})
     assert cited, answer
@@ -324,7 +324,7 @@ def seed_log(store, now: datetime) -> list[Exchange]:
         store.set_relevance(exchanges[i].id, verdict, "stub", prompt_tokens=200,
                             completion_tokens=30, cost=0.00005)
     for conversation, value in (("conv-0", 1), ("conv-1", 1), ("conv-2", -1)):
-        store.save_feedback(conversation, value)
+        store.save_feedback(value, conversation_id=conversation)
     return exchanges
 
 

@@ -118,6 +118,17 @@ def test_db_replay_and_its_failure(tmp_path):
     assert_clean_failure(run(down, "db", "upgrade"), "PostgreSQL")
 
 
+def test_stats_of_an_empty_log_and_a_bad_period(tmp_path):
+    env = {"DATA_DIR": str(tmp_path / "var")}
+    result = run(env, "stats")
+    assert result.exit_code == 0, result.output
+    assert "all time" in result.output and "No exchange recorded" in result.output
+    bad = run(env, "stats", "--since", "yesterday")
+    assert bad.exit_code == 2 and "--since" in bad.output
+    down = {**env, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x"}
+    assert_clean_failure(run(down, "stats"), "PostgreSQL")
+
+
 def test_judge_needs_an_llm(tmp_path):
     assert_clean_failure(run({"DATA_DIR": str(tmp_path)}, "judge"), "no LLM configured")
 
@@ -127,7 +138,7 @@ def test_judge_batch_with_the_stub(tiny, openai_stub, llm_reply, tmp_path):
     env = {**env, "DATA_DIR": str(tmp_path / "judge-var")}
     # Two extractive exchanges logged, then judged in batch by the stub.
     from assistant.config import load_settings
-    from assistant.conversation_log import open_store
+    from assistant.conversation_log import open_store, stats
 
     for question in ("Qu'est-ce que le ratio ?", "Que fait la résonance ?"):
         answered = run({**env, "EMBEDDED_PATH": str(Path(tiny[0]["DATA_DIR"]) / "index.sqlite"),
@@ -141,8 +152,12 @@ def test_judge_batch_with_the_stub(tiny, openai_stub, llm_reply, tmp_path):
     assert "judged 2 exchange(s) (RELEVANT 2); 0 failed" in result.output
     settings = load_settings(env={"DATA_DIR": env["DATA_DIR"]}, env_file=None)
     with open_store(settings.database_url, data_dir=settings.data_dir) as store:
-        assert store.stats()["relevance"]["RELEVANT"] == 2
+        assert stats(store)["relevance"]["RELEVANT"] == 2
         assert store.exchanges_without_relevance() == []
+    summary = run(env, "stats", "--since", "7d")
+    assert summary.exit_code == 0, summary.output
+    assert "2 in 2 conversation(s)" in summary.output
+    assert "RELEVANT: 2" in summary.output
 
 
 def test_serve_refuses_an_empty_index(tmp_path):

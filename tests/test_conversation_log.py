@@ -17,12 +17,22 @@ import pytest
 
 from assistant.conversation_log import (
     COLUMNS,
+    MAX_COMMENT_CHARS,
     MIGRATIONS_DIR,
     Exchange,
     StoreUnavailable,
     open_store,
+    stats,
 )
-from assistant.errors import AssistantError, ConfigError
+from assistant.conversation_log.backends import iso, utcnow
+from assistant.errors import (
+    AssistantError,
+    ConfigError,
+    InvalidFeedback,
+    InvalidInput,
+    UnknownConversation,
+    UnknownExchange,
+)
 from evaluation.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,11 +53,7 @@ def store(request, sqlite_data_dir):
 
 def query(store, sql: str, params: tuple = ()) -> list[tuple]:
     """Raw SQL (``%s`` placeholders) on the store's database."""
-    return store._run(lambda cur: cur.execute(sql, params).fetchall(), write=False)
-
-
-def execute(store, sql: str, params: tuple = ()) -> None:
-    store._run(lambda cur: cur.execute(sql, params))
+    return store.read(lambda cur: cur.execute(sql, params).fetchall())
 
 
 def count(store, table: str) -> int:
@@ -102,7 +108,7 @@ def test_first_save_on_an_empty_database_creates_the_schema(store):
 def test_upgrade_never_drops_data(store):
     store.upgrade()
     store.save_exchange(exchange())
-    store.save_feedback("c1", 1)
+    store.save_feedback(1, conversation_id="c1")
     for _ in range(2):
         assert store.upgrade() == []
     assert (count(store, "conversations"), count(store, "feedback")) == (1, 1)
@@ -114,16 +120,15 @@ def test_upgrade_never_drops_data(store):
 # -- exchanges -------------------------------------------------------------------------------
 
 
-def test_save_history_next_turn(store):
+def test_save_and_history(store):
     store.upgrade()
-    assert store.next_turn("c1") == 1 and not store.conversation_exists("c1")
+    assert not store.conversation_exists("c1")
     saved = []
     for turn in (1, 2, 3):
-        ex = exchange("c1", store.next_turn("c1"), sources=SOURCES, mode="llm",
+        ex = exchange("c1", turn, sources=SOURCES, mode="llm",
                       model="gpt-4o-mini", language="fr", category="mixage",
                       response_time=1.25 * turn, retrieval_time=0.05, llm_time=1.1,
                       prompt_tokens=120, completion_tokens=80, total_tokens=200, cost=0.00042)
-        assert ex.turn == turn
         assert store.save_exchange(ex) is True
         saved.append(ex)
     store.save_exchange(exchange("other", 1))
@@ -132,7 +137,6 @@ def test_save_history_next_turn(store):
 
     assert store.history("c1") == saved  # every field round-trips
     assert [e.turn for e in store.history("c1", limit=2)] == [2, 3]
-    assert store.next_turn("c1") == 4 and store.next_turn("other") == 2
     assert store.conversation_exists("c1") and not store.conversation_exists("nope")
     assert store.history("nope") == []
     assert store.get(saved[1].id) == saved[1] and store.get("nope") is None
@@ -153,7 +157,7 @@ def test_timestamps_are_utc_aware_and_round_trip(store):
     back = store.history("c1")[0]
     assert back.created_at == ex.created_at
     assert back.created_at.tzinfo is not None and back.created_at.utcoffset() == timedelta(0)
-    store.save_feedback("c1", 1)
+    store.save_feedback(1, exchange_id=ex.id)
     if store.backend == "sqlite":
         assert query(store, "SELECT created_at FROM conversations")[0][0] == \
             "2024-05-01T09:30:00.123456+00:00"
@@ -172,25 +176,70 @@ def test_timestamps_are_utc_aware_and_round_trip(store):
 # -- feedback --------------------------------------------------------------------------------
 
 
-def test_feedback(store):
-    store.save_exchange(exchange("c1", 1))
-    latest = exchange("c1", 2)
-    store.save_exchange(latest)
-    assert store.save_feedback("c1", 1, "Merci, très clair") is True
-    assert store.save_feedback("c1", -1) is True
-    assert store.save_feedback("unknown", 1) is False
-    for bad in (0, 2, True, "1", None):
-        with pytest.raises(ValueError):
-            store.save_feedback("c1", bad)
-    rows = query(store, "SELECT conversation_id, exchange_id, feedback, comment FROM feedback "
+def feedback_rows(store) -> list[tuple]:
+    return query(store, "SELECT conversation_id, exchange_id, feedback, comment FROM feedback "
                         "ORDER BY id")
-    assert rows == [("c1", latest.id, 1, "Merci, très clair"), ("c1", latest.id, -1, None)]
-    # The CHECK constraint holds in the database itself, not only in Python.
+
+
+def test_feedback_targets_an_exchange_or_the_latest_of_a_conversation(store):
+    first, latest = exchange("c1", 1), exchange("c1", 2)
+    other = exchange("c2", 1)
+    for ex in (first, latest, other):
+        store.save_exchange(ex)
+    # On a given exchange, not the latest one of its conversation.
+    assert store.save_feedback(1, "  Merci, très clair ", exchange_id=first.id) == "stored"
+    # On a conversation only: its latest exchange.
+    assert store.save_feedback(-1, conversation_id="c1") == "stored"
+    # Both named, and they agree.
+    assert store.save_feedback(1, "", exchange_id=other.id, conversation_id="c2") == "stored"
+    assert feedback_rows(store) == [("c1", first.id, 1, "Merci, très clair"),
+                                    ("c1", latest.id, -1, None), ("c2", other.id, 1, None)]
+
+
+def test_feedback_on_what_does_not_exist_raises(store):
+    ex = exchange("c1", 1)
+    store.save_exchange(ex)
+    with pytest.raises(UnknownExchange, match="not in conversation c2"):
+        store.save_feedback(1, exchange_id=ex.id, conversation_id="c2")
+    with pytest.raises(UnknownExchange, match="unknown exchange nope"):
+        store.save_feedback(1, exchange_id="nope")
+    with pytest.raises(UnknownExchange):
+        store.save_feedback(1, exchange_id="nope", conversation_id="c1")
+    with pytest.raises(UnknownConversation, match="unknown conversation ghost"):
+        store.save_feedback(1, conversation_id="ghost")
+    assert feedback_rows(store) == [] and store.spooled() == 0
+
+
+def test_bad_feedback_is_refused_before_the_database(tmp_path):
+    # A database that cannot be reached: nothing may be spooled for a bad value either.
+    dead = dead_postgres_store(tmp_path, tmp_path / "spool.jsonl")
+    for bad in (0, 2, True, False, "1", 1.0, None):
+        with pytest.raises(InvalidFeedback, match="'feedback' must be the integer 1 or -1"):
+            dead.save_feedback(bad, conversation_id="c1")
+    with pytest.raises(InvalidFeedback, match="too long"):
+        dead.save_feedback(1, "x" * (MAX_COMMENT_CHARS + 1), conversation_id="c1")
+    with pytest.raises(InvalidFeedback, match="string"):
+        dead.save_feedback(1, 5, conversation_id="c1")
+    assert issubclass(InvalidFeedback, InvalidInput)
+    with pytest.raises(ValueError, match="exchange_id or a conversation_id"):
+        dead.save_feedback(1)
+    with pytest.raises(ValueError, match="non-empty"):
+        dead.save_feedback(1, conversation_id="")
+    assert dead.spooled() == 0
+    # The longest comment allowed is accepted.
+    assert dead.save_feedback(1, "x" * MAX_COMMENT_CHARS, conversation_id="c1") == "spooled"
+
+
+def test_feedback_check_constraint(store):
+    store.save_exchange(exchange("c1", 1))
+    store.save_feedback(1, conversation_id="c1")
+    # The CHECK constraint holds in the database itself, not only in Python (the insert
+    # fails, so the read transaction it runs in writes nothing).
     for bad in (0, 2):
         with pytest.raises((sqlite3.IntegrityError, psycopg2.IntegrityError)):
-            execute(store, "INSERT INTO feedback (conversation_id, feedback, created_at) "
-                           "VALUES (%s, %s, %s)", ("c1", bad, "2024-05-01T09:30:00+00:00"))
-    assert count(store, "feedback") == 2
+            query(store, "INSERT INTO feedback (conversation_id, feedback, created_at) "
+                         "VALUES (%s, %s, %s)", ("c1", bad, "2024-05-01T09:30:00+00:00"))
+    assert count(store, "feedback") == 1
 
 
 # -- relevance -------------------------------------------------------------------------------
@@ -241,17 +290,18 @@ def seed_log(store):
     store.set_relevance(a2.id, "PARTLY_RELEVANT", "bof", prompt_tokens=20, completion_tokens=5,
                         cost=0.00005)
     store.set_relevance(b1.id, "NON_RELEVANT", "non", prompt_tokens=10, completion_tokens=5)
-    assert store.save_feedback("A", 1) and store.save_feedback("A", -1)
-    assert store.save_feedback("B", 1)
+    assert store.save_feedback(1, conversation_id="A") == "stored"
+    assert store.save_feedback(-1, conversation_id="A") == "stored"
+    assert store.save_feedback(1, exchange_id=b1.id) == "stored"
 
 
 def test_stats_are_exact(store):
-    empty = store.stats()
+    empty = stats(store)
     assert empty["exchanges"] == 0 and empty["response_time"] == {"avg": None, "p95": None}
     assert empty["cost"]["total"] is None
 
     seed_log(store)
-    assert store.stats() == {
+    assert stats(store) == {
         "since": None,
         "exchanges": 5,
         "conversations": 4,
@@ -277,7 +327,7 @@ def test_stats_are_exact(store):
         "relevance": {"RELEVANT": 1, "PARTLY_RELEVANT": 1, "NON_RELEVANT": 1, "unjudged": 2},
     }
 
-    recent = store.stats(since=datetime(2024, 1, 1, tzinfo=UTC))
+    recent = stats(store, since=datetime(2024, 1, 1, tzinfo=UTC))
     assert recent["since"] == "2024-01-01T00:00:00.000000+00:00"
     assert (recent["exchanges"], recent["conversations"], recent["errors"]) == (4, 3, 1)
     assert recent["response_time"] == {"avg": 2.5, "p95": 3.85}
@@ -315,7 +365,8 @@ def test_unreachable_database_spools_instead_of_raising(tmp_path):
     dead = dead_postgres_store(tmp_path, spool)
     started = time.monotonic()
     assert dead.save_exchange(exchange("c1", 1)) is False
-    assert dead.save_feedback("c1", 1) is True  # accepted: existence cannot be checked
+    # Accepted: existence cannot be checked.
+    assert dead.save_feedback(1, conversation_id="c1") == "spooled"
     assert time.monotonic() - started < 5
     with pytest.raises(StoreUnavailable, match="unreachable"):
         dead.ping()
@@ -338,7 +389,7 @@ def test_replay_survives_a_crash_at_any_point(tmp_path):
     dead = dead_postgres_store(tmp_path, spool)
     for turn in (1, 2, 3):
         dead.save_exchange(exchange("c1", turn))
-    dead.save_feedback("c1", -1)
+    dead.save_feedback(-1, conversation_id="c1")
     batch = spool.read_bytes()
     live = open_store("", data_dir=tmp_path / "var", spool_path=spool)
 
@@ -361,7 +412,8 @@ def test_unstorable_records_are_set_aside(tmp_path):
     spool_path = tmp_path / "var" / "spool.jsonl"
     dead = dead_postgres_store(tmp_path, spool_path)
     dead.save_exchange(exchange("c1", 1))
-    dead.save_feedback("ghost", 1)  # accepted while down; the conversation never existed
+    # Accepted while down; the conversation never existed.
+    assert dead.save_feedback(1, conversation_id="ghost") == "spooled"
     with open(spool_path, "ab") as f:
         f.write(b'{"kind": "exchange", "data": {"quest')  # torn by a crash mid-append
     dead.save_exchange(exchange("c1", 2))  # still a whole line after the torn one
@@ -374,6 +426,43 @@ def test_unstorable_records_are_set_aside(tmp_path):
     assert any("unreadable" in r["error"] for r in rejected)
     assert any("unknown conversation" in r["error"] for r in rejected)
     assert live.spooled() == 0
+
+
+def test_spooled_feedback_replays_on_its_exchange_once(tmp_path, log_database):
+    spool = tmp_path / "var" / "spool.jsonl"
+    live = open_store(log_database, data_dir=tmp_path / "var", spool_path=spool)
+    first, latest, other = exchange("c1", 1), exchange("c1", 2), exchange("c2", 1)
+    for ex in (first, latest, other):
+        assert live.save_exchange(ex)
+
+    dead = dead_postgres_store(tmp_path, spool)  # the same spool, while "the database is down"
+    assert dead.save_feedback(1, " premier ", exchange_id=first.id) == "spooled"
+    assert dead.save_feedback(-1, conversation_id="c1") == "spooled"
+    assert dead.save_feedback(1, exchange_id=other.id, conversation_id="c2") == "spooled"
+    assert dead.save_feedback(1, exchange_id="nope") == "spooled"
+    assert dead.save_feedback(1, exchange_id=first.id, conversation_id="c2") == "spooled"
+    # Written by the code before feedback could name an exchange: no "exchange_id" key.
+    old = {"kind": "feedback", "spooled_at": iso(utcnow()),
+           "data": {"spool_id": "0" * 32, "conversation_id": "c2", "feedback": -1,
+                    "comment": "ancien", "created_at": iso(utcnow())}}
+    live.spool.append(old)
+    batch = spool.read_bytes()
+
+    assert live.replay_spool() == 4
+    expected = [("c1", first.id, 1, "premier"), ("c1", latest.id, -1, None),
+                ("c2", other.id, 1, None), ("c2", other.id, -1, "ancien")]
+    assert feedback_rows(live) == expected
+    rejected = [json.loads(line)["error"]
+                for line in live.spool.rejected_path.read_text().splitlines()]
+    assert len(rejected) == 2
+    assert any(e.startswith("UnknownExchange: unknown exchange nope") for e in rejected)
+    assert any("not in conversation c2" in e for e in rejected)
+
+    # Replayed again (a crash between the commit and the deletion): nothing stored twice.
+    live.spool.replaying_path.write_bytes(batch)
+    assert live.replay_spool() == 4
+    assert feedback_rows(live) == expected
+    live.close()
 
 
 def test_spool_appends_from_two_processes_never_interleave(tmp_path):
@@ -399,7 +488,7 @@ def test_postgres_down_then_back(pg_cluster, pg_url, tmp_path):
     try:
         down = [exchange("c1", turn) for turn in (2, 3, 4, 5, 6)]
         assert [store.save_exchange(ex) for ex in down] == [False] * 5
-        assert store.save_feedback("c1", 1, "spooled") is True
+        assert store.save_feedback(1, "spooled", conversation_id="c1") == "spooled"
         assert store.spooled() == 6
         with pytest.raises(StoreUnavailable):
             store.ping()

@@ -14,14 +14,16 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from assistant.conversation_log import Exchange, open_store
-from assistant.conversation_log.dashboard import (
+from assistant.conversation_log.reports import (
     MAX_BUCKETS,
     bucket_for_hours,
     dashboard_data,
     dashboard_for_hours,
+    format_stats,
+    parse_since,
     percentile_cont,
+    stats,
 )
-from assistant.stats import format_stats, parse_since
 
 UTC = timezone.utc
 HOUR = 3600
@@ -102,19 +104,18 @@ def seed(store, future: bool = True) -> dict:
     store.set_relevance(rows["e4"].id, "NON_RELEVANT", "non", prompt_tokens=50,
                         completion_tokens=20, cost=0.001)
     store.set_relevance(rows["before"].id, "NON_RELEVANT", "hors fenêtre")
-    assert store.save_feedback("conv-a", 1) is True       # -> e2 (latest of conv-a)
-    assert store.save_feedback("conv-a", 1, "merci") is True
-    assert store.save_feedback("conv-c", -1) is True      # -> e4
-    assert store.save_feedback("conv-b", 1) is True       # -> e3
+    assert store.save_feedback(1, conversation_id="conv-a") == "stored"  # -> e2 (latest)
+    assert store.save_feedback(1, "merci", exchange_id=rows["e2"].id) == "stored"
+    assert store.save_feedback(-1, conversation_id="conv-c") == "stored"  # -> e4
+    assert store.save_feedback(1, exchange_id=rows["e3"].id) == "stored"
     return {"since": B, "until": B + timedelta(hours=3) - timedelta(microseconds=1),
             "ids": {k: v.id for k, v in rows.items()}}
 
 
 def feedback_bucket(store) -> int:
     """The bucket (hour, epoch seconds) of the feedback rows, from what the database stored."""
-    rows = store._run(lambda cur: cur.execute("SELECT created_at FROM feedback").fetchall(),
-                      write=False)
-    starts = {int(store._db.py_time(r[0]).timestamp()) // HOUR * HOUR for r in rows}
+    rows = store.read(lambda cur: cur.execute("SELECT created_at FROM feedback").fetchall())
+    starts = {int(store.py_time(r[0]).timestamp()) // HOUR * HOUR for r in rows}
     assert len(starts) == 1
     return starts.pop()
 
@@ -133,7 +134,7 @@ def store(request, sqlite_data_dir, monkeypatch):
 def test_every_panel_has_the_hand_computed_figures(store):
     seeded = seed(store)
     if store.backend == "postgresql":
-        zone = store._run(lambda cur: cur.execute("SHOW TimeZone").fetchone()[0], write=False)
+        zone = store.read(lambda cur: cur.execute("SHOW TimeZone").fetchone()[0])
         assert zone == "Asia/Kathmandu"
     data = dashboard_data(store, seeded["since"], HOUR, seeded["until"])
     ids = seeded["ids"]
@@ -285,17 +286,23 @@ def test_ranges_and_percentiles():
     assert percentile_cont([0.5, 1.0, 2.0], 0.95) == pytest.approx(1.9)
 
 
-def test_dashboard_for_hours_matches_the_store_stats(store):
+def test_dashboard_for_hours_matches_the_stats(store):
     seed(store, future=False)  # stats() has no upper bound: nothing after now
     data = dashboard_for_hours(store, 24)
-    stats = store.stats(datetime.now(UTC) - timedelta(hours=24))
+    summary = stats(store, datetime.now(UTC) - timedelta(hours=24))
     assert data["hours"] == 24 and data["bucket_seconds"] == 1800
     assert len(data["series"]) in (48, 49)
-    assert data["totals"]["exchanges"] == stats["exchanges"] == 8  # 7 + the one just before B
-    assert data["feedback"] == stats["feedback"]
-    assert data["relevance"] == stats["relevance"]
-    assert sum(p["exchanges"] for p in data["series"]) == stats["exchanges"]
-    assert sum(p["total_tokens"] for p in data["series"]) == stats["tokens"]["total"]
+    assert data["totals"]["exchanges"] == summary["exchanges"] == 8  # 7 + the one just before B
+    assert data["feedback"] == summary["feedback"]
+    assert data["relevance"] == summary["relevance"]
+    assert data["totals"]["conversations"] == summary["conversations"]
+    assert data["error_rate"]["errors"] == summary["errors"]
+    assert (data["cost"]["answers"], data["cost"]["judge"]) == (summary["cost"]["answer"],
+                                                                summary["cost"]["judge"])
+    assert {m["model"]: m["exchanges"] for m in data["models"]} == \
+        {model: g["exchanges"] for model, g in summary["by_model"].items()}
+    assert sum(p["exchanges"] for p in data["series"]) == summary["exchanges"]
+    assert sum(p["total_tokens"] for p in data["series"]) == summary["tokens"]["total"]
 
 
 # -- assistant stats --------------------------------------------------------------------------

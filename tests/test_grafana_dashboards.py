@@ -445,7 +445,8 @@ def seed_log(url: str, data_dir: Path, now: datetime) -> SeededLog:
         for k, cid in enumerate(dict.fromkeys(e.conversation_id for e in inside)):
             if k % 2 == 0:
                 value = 1 if k % 3 else -1
-                assert store.save_feedback(cid, value, comment=None if value > 0 else "faux")
+                assert store.save_feedback(value, None if value > 0 else "faux",
+                                           conversation_id=cid) == "stored"
                 feedback.append(value)
 
         # Outside the window: two days ago and in an hour. Huge costs so that a leak shows.

@@ -303,7 +303,7 @@ def test_dashboard_data_from_the_log(app, client):
     store.save_exchange(exchange)
     store.save_exchange(Exchange(question="ancienne", answer="x", mode="llm", model="gpt-4o-mini",
                                  created_at=now - timedelta(hours=30)))
-    store.save_feedback(exchange.conversation_id, 1)
+    store.save_feedback(1, exchange_id=exchange.id)
 
     response = client.get("/dashboard/data?hours=24")
     assert response.status_code == 200

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from assistant.conversation_log.store import MAX_COMMENT_CHARS
 from assistant.documents import CATEGORIES
 from assistant.answering.request import MAX_QUESTION_CHARS
-
-MAX_COMMENT_CHARS = 2000
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 

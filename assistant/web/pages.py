@@ -18,7 +18,7 @@ from flask import Blueprint, current_app, jsonify, render_template, request
 
 from assistant.config import REPO_DIR
 from assistant.conversation_log import StoreUnavailable
-from assistant.conversation_log.dashboard import MAX_BUCKETS, RANGES, dashboard_for_hours
+from assistant.conversation_log.reports import MAX_BUCKETS, RANGES, dashboard_for_hours
 from assistant.errors import AssistantError
 
 log = logging.getLogger(__name__)
