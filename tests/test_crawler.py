@@ -48,8 +48,9 @@ class Site:
                        f"<article><h1>{title}</h1><p>{title} : {WORDS}</p>{extra}</article>"
                        "</body></html>")
 
-    def sitemap(self, path: str, paths: list[str]) -> None:
-        entries = "".join(f"<url><loc>{self.url(p)}</loc></url>" for p in paths)
+    def sitemap(self, path: str, paths: list[str], lastmod: str = "") -> None:
+        mod = f"<lastmod>{lastmod}</lastmod>" if lastmod else ""
+        entries = "".join(f"<url><loc>{self.url(p)}</loc>{mod}</url>" for p in paths)
         xmlns = "http://www.sitemaps.org/schemas/sitemap/0.9"
         self.add(path, f'<?xml version="1.0"?><urlset xmlns="{xmlns}">{entries}</urlset>',
                  content_type="application/xml")
@@ -402,7 +403,7 @@ def test_non_html_page_is_skipped(site):
 def test_cache_second_crawl_makes_no_article_request(site, tmp_path):
     paths = _blog(site, 3)
     site.add("/old/", b"", status=301, headers={"Location": site.url("/a3/")})
-    site.sitemap("/sitemap.xml", paths[:2] + ["/old/"])
+    site.sitemap("/sitemap.xml", paths[:2] + ["/old/"], lastmod="2024-05-01")
     first = crawl(site.url("/sitemap.xml"), cache_dir=tmp_path / "cache", **FAST)
     hits = dict(site.hits)
     second = crawl(site.url("/sitemap.xml"), cache_dir=tmp_path / "cache", **FAST)
@@ -410,14 +411,15 @@ def test_cache_second_crawl_makes_no_article_request(site, tmp_path):
     assert site.hits["/sitemap.xml"] == hits["/sitemap.xml"] + 1  # sitemap always fresh
     assert {p: n for p, n in site.hits.items() if p != "/sitemap.xml"} == {
         p: n for p, n in hits.items() if p != "/sitemap.xml"}
-    names = sorted(f.name for f in (tmp_path / "cache").iterdir())
+    names = sorted(f.name for f in (tmp_path / "cache").glob("*.html"))
     expected = sorted(hashlib.sha1(site.url(p).encode()).hexdigest() + ".html"
                       for p in paths[:2] + ["/old/"])
-    assert names == expected  # no leftover temp files
+    assert names == expected
+    assert not list((tmp_path / "cache").glob("*.tmp"))  # no leftover temp files
 
 
-def test_interrupted_crawl_resumes_from_cache(site, tmp_path):
-    _blog(site, 4)
+def test_failed_pages_are_fetched_next_time_and_only_they(site, tmp_path):
+    site.sitemap("/sitemap.xml", _blog(site, 4), lastmod="2024-05-01")
     site.fail_first["/a3/"] = (99, 503, {})
     site.fail_first["/a4/"] = (99, 503, {})
     partial = crawl(site.url("/sitemap.xml"), cache_dir=tmp_path, retries=0, **FAST)
