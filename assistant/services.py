@@ -7,7 +7,7 @@ embedders and configuration themselves.
 from __future__ import annotations
 
 from assistant.config import Settings
-from assistant.embeddings import EmbeddingCache, QueryEmbeddingMemo, embedder_from_settings
+from assistant.embeddings import QueryEmbeddingMemo, embedder_from_settings
 from assistant.engines import open_engine
 from assistant.errors import EngineUnavailable, IndexMismatch
 from assistant.retrieval import RetrievalConfig, Retriever
@@ -18,21 +18,11 @@ def load_retrieval_config(settings: Settings) -> RetrievalConfig:
 
 
 def build_index(settings: Settings, *, rebuild: bool = False, progress: bool = True):
-    """Index ``settings.source`` into the configured engine; returns an ``IndexReport``."""
-    from indexing.job import run_index
-    from indexing.sources import load_chunks
+    """Index ``settings.source`` into the configured engine (one locked, recorded index job:
+    ``indexing.update``); returns an ``IndexReport``."""
+    from indexing.update import update_index
 
-    config = load_retrieval_config(settings)
-    chunks = load_chunks(settings.source, size=settings.chunk_size, overlap=settings.chunk_overlap,
-                         crawl_cache=f"{settings.data_dir}/crawl-cache", progress=progress)
-    engine = open_engine(settings, config.lexical)
-    cache = EmbeddingCache(settings.embedding_cache_file)
-    try:
-        return run_index(chunks, engine, embedder_from_settings(settings), recipe=config.passage,
-                         cache=cache, rebuild=rebuild, progress=progress)
-    finally:
-        cache.close()
-        engine.close()
+    return update_index(settings, rebuild=rebuild, progress=progress)
 
 
 def open_retriever(settings: Settings, *, require_index: bool = True) -> Retriever:

@@ -1,0 +1,79 @@
+"""One index job from settings: under the index's job lock, read the source (a crawl fetches
+only what changed), bring the index to it, and record the run on the index, failed runs
+included, so that anyone can read how fresh the index is (``Engine.info()``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from assistant.config import Settings
+from assistant.embeddings import EmbeddingCache, embedder_from_settings
+from assistant.engines import Engine, open_engine
+from assistant.engines.base import utc_now
+from assistant.errors import AssistantError
+from assistant.retrieval import RetrievalConfig
+from indexing.job import IndexReport, run_index
+from indexing.sources import load_source
+
+
+def crawl_options(settings: Settings) -> dict:
+    """The crawler's options from settings (0 means no bound)."""
+    return {"user_agent": settings.crawl_user_agent,
+            "max_pages": settings.crawl_max_pages or None,
+            "max_seconds": settings.crawl_max_seconds or None}
+
+
+def update_index(settings: Settings, *, rebuild: bool = False,
+                 progress: bool = True) -> IndexReport:
+    """Index ``settings.source`` into the configured engine.
+
+    :raises IndexBusy: another index job is running on this index (nothing was done).
+    :raises AssistantError: the source or the engine failed; the index is as it was, and the
+        failure is recorded as its last run.
+    """
+    config = RetrievalConfig.load(settings.retrieval_config_file)
+    engine = open_engine(settings, config.lexical)
+    try:
+        with engine.job_lock():
+            return _locked_run(settings, engine, config, rebuild, progress)
+    finally:
+        engine.close()
+
+
+def _locked_run(settings: Settings, engine: Engine, config: RetrievalConfig, rebuild: bool,
+                progress: bool) -> IndexReport:
+    started_at, started = utc_now(), time.perf_counter()
+    try:
+        loaded = load_source(settings.source, size=settings.chunk_size,
+                             overlap=settings.chunk_overlap,
+                             crawl_cache=f"{settings.data_dir}/crawl-cache", progress=progress,
+                             crawl_options=crawl_options(settings))
+        cache = EmbeddingCache(settings.embedding_cache_file)
+        try:
+            report = run_index(loaded.chunks, engine, embedder_from_settings(settings),
+                               recipe=config.passage, cache=cache, rebuild=rebuild,
+                               progress=progress, keep_articles=loaded.keep_articles)
+        finally:
+            cache.close()
+    except BaseException as exc:  # Ctrl-C and SIGTERM too: say the run did not finish
+        reason = str(exc) if isinstance(exc, AssistantError) else (
+            f"interrupted ({type(exc).__name__})" if not isinstance(exc, Exception)
+            else f"{type(exc).__name__}: {exc}")
+        _record_failure(engine, started_at, time.perf_counter() - started, reason)
+        raise
+    report = replace(report, pages=loaded.pages, failures=loaded.failures,
+                     seconds=time.perf_counter() - started)
+    finished_at = utc_now()
+    engine.record_run(report.record(started_at, finished_at), updated_at=finished_at)
+    return report
+
+
+def _record_failure(engine: Engine, started_at: str, seconds: float, reason: str) -> None:
+    """Record a failed run; if even that fails (the engine is down), the error that stopped
+    the run is the one to report."""
+    try:
+        engine.record_run({"ok": False, "started_at": started_at, "finished_at": utc_now(),
+                           "seconds": round(seconds, 3), "error": reason})
+    except AssistantError:
+        pass
