@@ -72,6 +72,9 @@ _BREAK = "\x00"  # block boundary marker; NUL never survives in page text (strip
 _CACHE_MARK = b"<!-- arsonor-crawler "
 _SESSION_FILE = "crawl-session.json"
 _GONE = (404, 410)
+# An unchanged <lastmod> spares the request for at most this long: then the page is
+# revalidated anyway (cheap with validators), which catches a page gone while still listed.
+LASTMOD_TRUST_SECONDS = 7 * 86400
 DEFAULT_USER_AGENT = "ArsonorAssistant/1.0 (+indexing)"
 # What happened to each listed page, in the order summaries show them.
 OUTCOMES = ("fetched", "not_modified", "unchanged", "gone", "failed", "deferred", "disallowed",
@@ -538,6 +541,8 @@ class _Robots:
             raise _RobotsUnknown(f"{robots_url}: {_describe(exc)}") from exc
         rules = urllib.robotparser.RobotFileParser(robots_url)
         rules.parse(_decode(response.body, response.content_type).splitlines())
+        rules.modified()  # parse() alone leaves it "never read", and crawl_delay() then says None
+        # (robotparser reads whole seconds only: "Crawl-delay: 0.5" is ignored.)
         delay = rules.crawl_delay(self.agent)
         if delay:
             self.fetcher.delays[host] = float(delay)
@@ -709,14 +714,16 @@ class _Run:
 
     def get(self, url: str, lastmod: str, page: bool = False) -> tuple[str, _Entry]:
         """``(outcome, response)`` for url: "unchanged" (cached copy, no request: the sitemap's
-        lastmod is the cached one, or it was fetched during this crawl), "not_modified"
+        lastmod is the cached one and was checked less than LASTMOD_TRUST_SECONDS ago, or it
+        was fetched during this crawl), "not_modified"
         (conditional request answered 304) or "fetched". Raises the fetch error, _Disallowed,
         or _Deferred (page requests only) when the budget is spent."""
         if self.robots is not None and not self.robots.allows(url):
             raise _Disallowed(url)
         cached = self.cache.get(url, sitemap=not page)
-        if cached is not None and (cached.fetched >= self.session
-                                   or (lastmod and cached.lastmod == lastmod)):
+        if cached is not None and (cached.fetched >= self.session or (
+                lastmod and cached.lastmod == lastmod
+                and time.time() - cached.fetched < LASTMOD_TRUST_SECONDS)):
             return "unchanged", cached
         if page and not self.budget.take():
             raise _Deferred(url)
