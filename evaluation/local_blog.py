@@ -66,6 +66,7 @@ class LocalBlog:
         self.words = words
         self.answers: Counter[tuple[str, int]] = Counter()
         self.dark = False  # True: every request is dropped (connection closed, no answer)
+        self.dark_after: int | None = None  # go dark after this many article pages answered
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
         self.base = ""
@@ -144,6 +145,9 @@ class LocalBlog:
             protocol_version = "HTTP/1.0"
 
             def do_GET(self) -> None:
+                with blog.lock:
+                    if blog.dark_after is not None and blog.article_answers(200) >= blog.dark_after:
+                        blog.dark = True
                 if blog.dark:
                     self.close_connection = True
                     return  # nothing sent: the client sees the connection drop
