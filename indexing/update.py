@@ -77,3 +77,19 @@ def _record_failure(engine: Engine, started_at: str, seconds: float, reason: str
                            "seconds": round(seconds, 3), "error": reason})
     except AssistantError:
         pass
+
+
+def healthcheck(settings: Settings | None = None) -> int:
+    """Exit status for a container health check: 0 once the index has a recorded successful
+    update (the app can serve it), 1 before that or when the engine does not answer."""
+    from assistant.config import load_settings
+
+    settings = settings or load_settings()
+    engine = open_engine(settings)
+    try:
+        info = engine.info()
+    except AssistantError:
+        return 1
+    finally:
+        engine.close()
+    return 0 if info is not None and info.updated_at and info.count > 0 else 1
