@@ -33,6 +33,16 @@ def article_text(n: int, version: int = 1, words: int = 120) -> str:
     return f"Article {n}, version {version}. " + " ".join(out)
 
 
+def send(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict) -> None:
+    """Write one whole answer (status, headers, Content-Length, body)."""
+    handler.send_response(status)
+    for name, value in headers.items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 @dataclass
 class Page:
     title: str
@@ -157,12 +167,7 @@ class LocalBlog:
                     status, body = 304, b""
                 with blog.lock:
                     blog.answers[(self.path, status)] += 1
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send(self, status, body, headers)
 
             def _conditional(self, headers: dict) -> bool:
                 return blog._not_modified(self.headers, headers)

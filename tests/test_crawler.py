@@ -14,6 +14,7 @@ import pytest
 
 from assistant.documents import stable_id
 from assistant.errors import SourceError
+from evaluation.local_blog import send
 from indexing import crawler
 from indexing.crawler import crawl, extract_article, parse_sitemap
 
@@ -78,12 +79,7 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
             try:
                 site.stop.wait(site.delays.get(self.path, 0))
                 status, body, headers = site.respond(self.path, rank)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send(self, status, body, headers)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout test)
             finally:

@@ -182,7 +182,9 @@ def _info(settings):
 
 
 def test_edits_removals_and_failures_reach_the_index(blog, settings):
+    assert update.healthcheck(settings) == 1  # no index yet: the compose app waits
     first = update_index(settings, progress=False)
+    assert update.healthcheck(settings) == 0
     assert (first.articles_new, first.chunks) == (3, 3)
     assert first.pages["fetched"] == 3
 

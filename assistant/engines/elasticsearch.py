@@ -34,15 +34,8 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from assistant.documents import Chunk
-from assistant.engines.base import (
-    LEXICAL_FIELDS,
-    Hit,
-    IndexedChunk,
-    IndexInfo,
-    LexicalParams,
-    describe_owner,
-    job_owner,
-)
+from assistant.engines.base import LEXICAL_FIELDS, Hit, IndexedChunk, IndexInfo, LexicalParams
+from assistant.engines.base import describe_owner, job_owner
 from assistant.errors import (
     AssistantError,
     EngineError,

@@ -24,15 +24,8 @@ import numpy as np
 
 from assistant.documents import Chunk
 from assistant.engines.analysis import analyze
-from assistant.engines.base import (
-    LEXICAL_FIELDS,
-    Hit,
-    IndexedChunk,
-    IndexInfo,
-    LexicalParams,
-    describe_owner,
-    job_owner,
-)
+from assistant.engines.base import LEXICAL_FIELDS, Hit, IndexedChunk, IndexInfo, LexicalParams
+from assistant.engines.base import describe_owner, job_owner
 from assistant.errors import EngineError, EngineUnavailable, IndexBusy, IndexMismatch
 
 try:
