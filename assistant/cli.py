@@ -55,23 +55,54 @@ def _with(settings, **changes):
 @click.option("--engine", type=click.Choice(["embedded", "elasticsearch"]),
               help="Engine to build (default: ENGINE).")
 @click.option("--rebuild", is_flag=True, help="Replace the whole index instead of updating it.")
+@click.option("--every", metavar="DURATION",
+              help="Update again every DURATION (30m, 6h, 1d...) until stopped (SIGINT/SIGTERM).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_obj
 @reports_errors
-def index_command(settings, source, engine, rebuild, quiet):
+def index_command(settings, source, engine, rebuild, every, quiet):
     """Build or update the search index from a source.
 
     Unchanged chunks are skipped and cached embeddings reused, so re-indexing an unchanged
-    corpus takes seconds. Readers keep a working index throughout.
+    corpus takes seconds; a re-crawl downloads only the pages that changed. Readers keep a
+    working index throughout. One index job at a time: another one exits with code 75.
 
     \b
     Example:
         assistant index --source data/articles.json
         assistant index --source https://example.org/sitemap.xml --rebuild
+        assistant index --every 6h
     """
-    with Services(_with(settings, source=source, engine=engine)) as services:
-        report = services.index(rebuild=rebuild, progress=not quiet)
+    from assistant.errors import IndexBusy
+
+    settings = _with(settings, source=source, engine=engine)
+    if every is not None:
+        from indexing.schedule import parse_every, run_every
+
+        try:
+            period = parse_every(every)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--every") from None
+        if rebuild:
+            raise click.UsageError("--rebuild and --every do not go together: rebuild once, "
+                                   "then schedule updates")
+
+        def run_once():
+            with Services(settings) as services:
+                return services.index(progress=not quiet)
+
+        run_every(run_once, period, emit=click.echo)
+        return
+    try:
+        with Services(settings) as services:
+            report = services.index(rebuild=rebuild, progress=not quiet)
+    except IndexBusy as e:
+        raise _Busy(str(e)) from None
     click.echo(report.summary())
+
+
+class _Busy(click.ClickException):
+    exit_code = 75  # EX_TEMPFAIL: try again later
 
 
 @cli.command("search")

@@ -57,6 +57,9 @@ class Settings:
     source: str = "data/articles.json"  # what `assistant index` reads by default
     chunk_size: int = 300
     chunk_overlap: int = 50
+    crawl_user_agent: str = "ArsonorAssistant/1.0 (+indexing)"  # also what robots.txt rules match
+    crawl_max_pages: int = 1000  # page requests per crawl; 0 = no bound
+    crawl_max_seconds: float = 1800.0  # 0 = no bound; pages not reached wait for the next run
     database_url: str = ""  # postgresql://… ; default: SQLite file <data_dir>/conversations.sqlite
     openai_api_key: str = ""
     openai_base_url: str = ""

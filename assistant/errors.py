@@ -27,6 +27,10 @@ class EngineUnavailable(EngineError):
     """The search engine cannot be reached, or has no index yet."""
 
 
+class IndexBusy(EngineError):
+    """Another index job holds the index's job lock: only one job at a time on an index."""
+
+
 class IndexMismatch(EngineError):
     """An existing index was built with another vector size, model or passage recipe: rebuild it."""
 

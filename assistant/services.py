@@ -187,22 +187,17 @@ class Services:
     # -- jobs --------------------------------------------------------------------------------
 
     def index(self, *, rebuild: bool = False, progress: bool = True):
-        """Index ``settings.source`` into the configured engine; returns an ``IndexReport``."""
-        from assistant.embeddings import EmbeddingCache
-        from indexing.job import run_index
-        from indexing.sources import load_chunks
+        """One index job: ``settings.source`` into the configured engine, under the index's
+        job lock, recorded on the index (:func:`indexing.update.update_index`).
 
-        settings = self.settings
-        chunks = load_chunks(settings.source, size=settings.chunk_size,
-                             overlap=settings.chunk_overlap,
-                             crawl_cache=f"{settings.data_dir}/crawl-cache", progress=progress)
+        :raises IndexBusy: another index job holds the lock."""
+        from indexing.update import update_index
+
         engine = self.open_engine()
-        cache = EmbeddingCache(settings.embedding_cache_file)
         try:
-            return run_index(chunks, engine, self.embedder, recipe=self.retrieval_config.passage,
-                             cache=cache, rebuild=rebuild, progress=progress)
+            return update_index(self.settings, engine, self.embedder, self.retrieval_config,
+                                rebuild=rebuild, progress=progress)
         finally:
-            cache.close()
             engine.close()
 
     def index_is_empty(self) -> bool:

@@ -1,22 +1,37 @@
-"""Crawl a blog's sitemap into Articles: bounded concurrency, retries with backoff, and an
-on-disk cache so an interrupted crawl resumes. Standard library only, plus tqdm."""
+"""Crawl a blog's sitemap into Articles: bounded concurrency, retries with backoff, robots.txt,
+change detection, and an on-disk cache so an interrupted crawl resumes. Standard library only,
+plus tqdm.
+
+A re-crawl downloads only what changed. A page whose sitemap ``<lastmod>`` is the one it had
+when it was cached is not requested at all; other cached pages get a conditional request
+(``If-None-Match`` / ``If-Modified-Since``) and a ``304`` reuses the cached copy; a page with
+neither is downloaded again (the index job still skips its chunks if their text is unchanged).
+
+What a crawl says about each page (:class:`CrawlResult`): its article, or that it is gone
+(``404``/``410``, or no longer in the sitemap: it leaves the index), or that it could not be
+had this time (timeouts, ``5xx`` after retries, the crawl's page or time budget ran out): its
+indexed version is kept, never deleted, and the page is reported.
+"""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import http.client
+import json
 import logging
 import os
 import re
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+import urllib.robotparser
 import xml.etree.ElementTree as ET
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import NamedTuple
@@ -54,45 +69,104 @@ _BLOCKS = frozenset({
     "figure", "header", "footer",
 })
 _BREAK = "\x00"  # block boundary marker; NUL never survives in page text (stripped on input)
-_CACHE_HEADER = "<!-- arsonor-crawler url: {} -->\n"
+_CACHE_MARK = b"<!-- arsonor-crawler "
+_SESSION_FILE = "crawl-session.json"
+_GONE = (404, 410)
+# An unchanged <lastmod> spares the request for at most this long: then the page is
+# revalidated anyway (cheap with validators), which catches a page gone while still listed.
+LASTMOD_TRUST_SECONDS = 7 * 86400
+DEFAULT_USER_AGENT = "ArsonorAssistant/1.0 (+indexing)"
+# What happened to each listed page, in the order summaries show them.
+OUTCOMES = ("fetched", "not_modified", "unchanged", "gone", "failed", "deferred", "disallowed",
+            "skipped")
 
 
 # --- public API -------------------------------------------------------------------------
 
 
-def crawl(start_url: str, *, cache_dir: str | Path | None = None, concurrency: int = 4,
-          timeout: float = 10.0, retries: int = 3, backoff: float = 0.5,
-          user_agent: str = "ArsonorAssistant/1.0 (+indexing)", limit: int | None = None,
-          progress: bool = True) -> list[Article]:
-    """Fetch the sitemap (XML or HTML plan du site) at start_url and return its articles,
-    in sitemap order. Raises SourceError if the sitemap is unusable or yields no article."""
-    _check_options(concurrency, timeout, retries, backoff, limit)
+@dataclass(frozen=True)
+class CrawlResult:
+    """What one crawl found.
+
+    ``articles``: the site's articles, in sitemap order (unchanged ones from the cache).
+    ``keep``: ids of the articles whose page could not be had this time (transient failure,
+    or the page/time budget ran out): the index keeps their previous version. An indexed
+    article that is in neither set has left the site (out of the sitemap, ``404``/``410``,
+    disallowed by robots.txt, no longer an article) and leaves the index.
+    ``pages``: how many listed pages had each outcome of :data:`OUTCOMES`.
+    ``failures``: ``"url: reason"`` of each page that failed or was deferred.
+    ``complete``: every listed page was visited (no budget ran out); an incomplete crawl is
+    resumed by the next one (pages it already fetched are not requested again).
+    """
+
+    articles: list[Article]
+    keep: frozenset[str] = frozenset()
+    pages: dict[str, int] = field(default_factory=dict)
+    failures: tuple[str, ...] = ()
+    complete: bool = True
+
+
+def crawl(start_url: str, **options) -> list[Article]:
+    """The articles of :func:`crawl_site` (same options), for callers that only want them."""
+    return crawl_site(start_url, **options).articles
+
+
+def crawl_site(start_url: str, *, cache_dir: str | Path | None = None, concurrency: int = 4,
+               timeout: float = 10.0, retries: int = 3, backoff: float = 0.5,
+               user_agent: str = DEFAULT_USER_AGENT, limit: int | None = None,
+               max_pages: int | None = None, max_seconds: float | None = None,
+               robots: bool = True, progress: bool = True) -> CrawlResult:
+    """Fetch the sitemap (XML or HTML plan du site) at start_url and return its articles.
+
+    ``limit`` caps the URLs taken from the sitemap (the rest are ignored, as if unlisted);
+    ``max_pages`` caps the page requests of this crawl and ``max_seconds`` its duration: pages
+    not reached are deferred (kept in the index, fetched by the next crawl). robots.txt
+    (Disallow, Crawl-delay) is obeyed for ``user_agent`` unless ``robots`` is false.
+
+    Raises SourceError if the sitemap (or robots.txt) is unusable or no article comes out.
+    """
+    _check_options(concurrency, timeout, retries, backoff, limit, max_pages, max_seconds)
     fetcher = _Fetcher(timeout, retries, backoff, user_agent)
-    urls = _collect_urls(fetcher, start_url, limit)
-    if not urls:
+    cache = _Cache(Path(cache_dir) if cache_dir is not None else None)
+    session = cache.begin(start_url)
+    rules = _Robots(fetcher) if robots else None
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    run = _Run(fetcher, cache, session, rules, _Budget(max_pages, deadline))
+    listing = _collect_urls(run, start_url, limit)
+    if not listing:
         raise SourceError(f"No article URL found in {start_url} (expected an XML sitemap "
                           "or an HTML page linking to the articles).")
-    cache = Path(cache_dir) if cache_dir is not None else None
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-    articles = _fetch_all(fetcher, urls, cache, concurrency, progress)
-    if not articles:
-        raise SourceError(f"None of the {len(urls)} pages listed in {start_url} gave an "
-                          "article (all failed or had no title/text); see the warnings.")
-    return articles
+    visits = _visit_all(run, listing, concurrency, progress)
+    result = _result(visits, cache)
+    if not result.articles:
+        counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in result.pages.items() if n)
+        raise SourceError(f"None of the {len(listing)} pages listed in {start_url} gave an "
+                          f"article ({counts}); see the warnings.")
+    if result.complete:
+        cache.finish(prune=limit is None)
+    return result
 
 
 def parse_sitemap(body: bytes, base_url: str) -> tuple[list[str], list[str]]:
     """Return (article urls, nested sitemap urls) from an XML sitemap or an HTML page.
     The format is detected from the content, not from the URL."""
+    pages, nested = sitemap_entries(body, base_url)
+    return list(pages), list(nested)
+
+
+def sitemap_entries(body: bytes, base_url: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Like :func:`parse_sitemap`, with each URL's ``<lastmod>`` ("" when there is none)."""
     root = _parse_xml(body)
     if root is None:
-        return _filter_urls(_html_links(_decode(body, None), base_url), base_url), []
-    locs = _xml_locs(root, "sitemap" if _local(root.tag) == "sitemapindex" else "url")
-    locs = [urljoin(base_url, loc) for loc in locs]
-    if _local(root.tag) == "sitemapindex":
-        return [], _dedupe(urldefrag(u)[0] for u in locs)
-    return _filter_urls(locs, None), []
+        urls = _filter_urls(_html_links(_decode(body, None), base_url), base_url)
+        return dict.fromkeys(urls, ""), {}
+    index = _local(root.tag) == "sitemapindex"
+    entries: dict[str, str] = {}
+    for loc, lastmod in _xml_entries(root, "sitemap" if index else "url"):
+        url = urldefrag(urljoin(base_url, loc))[0]
+        if (index or _looks_like_article(url)) and url not in entries:
+            entries[url] = lastmod
+    return ({}, entries) if index else (entries, {})
 
 
 def extract_article(html: str, url: str) -> Article | None:
@@ -114,7 +188,8 @@ def extract_article(html: str, url: str) -> Article | None:
 
 
 def _check_options(concurrency: int, timeout: float, retries: int, backoff: float,
-                   limit: int | None) -> None:
+                   limit: int | None, max_pages: int | None = None,
+                   max_seconds: float | None = None) -> None:
     """Reject nonsense early, with the option's name, rather than failing deep in a thread."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -124,34 +199,48 @@ def _check_options(concurrency: int, timeout: float, retries: int, backoff: floa
         raise ValueError(f"retries and backoff must be >= 0, got {retries} and {backoff}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
+    if max_pages is not None and max_pages < 1:
+        raise ValueError(f"max_pages must be >= 1, got {max_pages}")
+    if max_seconds is not None and max_seconds <= 0:
+        raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
 
 
-def _collect_urls(fetcher: _Fetcher, start_url: str, limit: int | None) -> list[str]:
-    """Article URLs of the sitemap and its nested sitemaps, deduplicated, capped at limit."""
+def _collect_urls(run: _Run, start_url: str, limit: int | None) -> dict[str, str]:
+    """Article URL -> lastmod, from the sitemap and its nested sitemaps, in sitemap order,
+    capped at limit."""
     try:
-        response = fetcher.fetch(start_url)
+        _, entry = run.get(start_url, "")
+    except _Disallowed:
+        raise SourceError(f"robots.txt forbids {run.fetcher.user_agent!r} to fetch the "
+                          f"sitemap {start_url}") from None
+    except _RobotsUnknown as exc:
+        raise SourceError(f"Cannot fetch the sitemap {start_url}: the rules of {exc} are "
+                          "unknown") from exc
     except _FAILURES as exc:
         raise SourceError(f"Cannot fetch the sitemap {start_url}: {_describe(exc)}") from exc
-    final_url = response.url
     try:
-        urls, nested = parse_sitemap(response.body, final_url)
+        urls, nested = sitemap_entries(entry.body, entry.url)
     except SourceError as exc:
         raise SourceError(f"Cannot read the sitemap {start_url}: {exc}") from exc
-    urls += _follow_nested(fetcher, nested, {start_url, final_url}, 1, _left(limit, urls))
-    urls = _dedupe(urls)
-    return urls if limit is None else urls[:limit]
+    seen = {start_url, entry.url}
+    for url, lastmod in _follow_nested(run, nested, seen, 1, _left(limit, urls)).items():
+        urls.setdefault(url, lastmod)
+    return urls if limit is None else dict(list(urls.items())[:limit])
 
 
-def _left(limit: int | None, urls: list[str]) -> int | None:
+def _left(limit: int | None, urls: dict) -> int | None:
     """How many more URLs are wanted (None: no limit)."""
     return None if limit is None else max(limit - len(urls), 0)
 
 
-def _follow_nested(fetcher: _Fetcher, sitemaps: list[str], seen: set[str], depth: int,
-                   limit: int | None) -> list[str]:
-    """Article URLs of nested sitemaps, depth-first; a broken nested sitemap is only a warning."""
-    urls: list[str] = []
-    for sitemap in sitemaps:
+def _follow_nested(run: _Run, sitemaps: dict[str, str], seen: set[str], depth: int,
+                   limit: int | None) -> dict[str, str]:
+    """Article URLs of nested sitemaps, depth-first. A nested sitemap whose ``<lastmod>`` is
+    unchanged is read from the cache. One that is gone or broken is only a warning (its
+    articles leave the index); one that fails transiently is read from its cached copy, and
+    without one the crawl stops: its articles must not be taken for removed."""
+    urls: dict[str, str] = {}
+    for sitemap, lastmod in sitemaps.items():
         if sitemap in seen or _left(limit, urls) == 0:
             continue  # cycles between sitemaps, or enough URLs already
         if depth > MAX_SITEMAP_DEPTH:
@@ -159,13 +248,30 @@ def _follow_nested(fetcher: _Fetcher, sitemaps: list[str], seen: set[str], depth
             continue
         seen.add(sitemap)
         try:
-            response = fetcher.fetch(sitemap)
-            found, deeper = parse_sitemap(response.body, response.url)
-        except (*_FAILURES, SourceError) as exc:
-            log.warning("Skipping nested sitemap %s: %s", sitemap, _describe(exc))
+            _, entry = run.get(sitemap, lastmod)
+        except _Disallowed:
+            log.warning("Skipping nested sitemap %s: disallowed by robots.txt.", sitemap)
             continue
-        urls += found
-        urls += _follow_nested(fetcher, deeper, seen, depth + 1, _left(limit, urls))
+        except _FAILURES as exc:
+            entry = run.cache.get(sitemap, sitemap=True)
+            if _gone(exc) or (entry is None and not _transient(exc)):
+                log.warning("Skipping nested sitemap %s: %s", sitemap, _describe(exc))
+                continue
+            if entry is None:
+                raise SourceError(f"Cannot fetch the nested sitemap {sitemap}: {_describe(exc)} "
+                                  "(and no cached copy: not updating, so that its articles "
+                                  "are not taken for removed)") from exc
+            log.warning("Nested sitemap %s failed (%s): using its cached copy.", sitemap,
+                        _describe(exc))
+        try:
+            found, deeper = sitemap_entries(entry.body, entry.url)
+        except SourceError as exc:
+            log.warning("Skipping nested sitemap %s: %s", sitemap, exc)
+            continue
+        for url, mod in found.items():
+            urls.setdefault(url, mod)
+        for url, mod in _follow_nested(run, deeper, seen, depth + 1, _left(limit, urls)).items():
+            urls.setdefault(url, mod)
     return urls
 
 
@@ -190,16 +296,17 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _xml_locs(root: ET.Element, entry: str) -> list[str]:
-    """The <loc> of each <url>/<sitemap> entry; image or video <loc>s deeper down are ignored."""
-    locs = []
+def _xml_entries(root: ET.Element, entry: str) -> list[tuple[str, str]]:
+    """``(loc, lastmod)`` of each <url>/<sitemap> entry; image or video <loc>s deeper down are
+    ignored."""
+    entries = []
     for item in root:
         if _local(item.tag) != entry:
             continue
-        loc = next((c for c in item if _local(c.tag) == "loc"), None)
-        if loc is not None and (loc.text or "").strip():
-            locs.append(loc.text.strip())
-    return locs
+        children = {_local(c.tag): (c.text or "").strip() for c in reversed(item)}
+        if children.get("loc"):
+            entries.append((children["loc"], children.get("lastmod", "")))
+    return entries
 
 
 def _html_links(html: str, base_url: str) -> list[str]:
@@ -259,11 +366,16 @@ class _Response(NamedTuple):
     body: bytes
     url: str  # final URL, after redirects
     content_type: str
+    status: int = 200
+    etag: str = ""
+    last_modified: str = ""
 
 
 @dataclass
 class _Fetcher:
-    """HTTP GET with timeout, retries and exponential backoff."""
+    """HTTP GET with timeout, retries, exponential backoff and a per-host pace (robots.txt
+    Crawl-delay): requests to a paced host start at least ``delay`` seconds apart, whatever
+    the concurrency."""
 
     timeout: float
     retries: int
@@ -271,12 +383,16 @@ class _Fetcher:
     user_agent: str
     # Built per crawl so proxy settings are read at crawl time, not at import time.
     opener: urllib.request.OpenerDirector = field(default_factory=urllib.request.build_opener)
+    delays: dict[str, float] = field(default_factory=dict)  # host -> seconds between requests
+    _next: dict[str, float] = field(default_factory=dict)
+    _pace_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def fetch(self, url: str) -> _Response:
-        """GET url, retrying transient failures; raises the last error once retries are spent."""
+    def fetch(self, url: str, headers: dict[str, str] | None = None) -> _Response:
+        """GET url, retrying transient failures; raises the last error once retries are spent.
+        A ``304`` (answer to conditional ``headers``) is returned, not raised."""
         for attempt in range(self.retries + 1):
             try:
-                return self._get(url)
+                return self._get(url, headers or {})
             except urllib.error.HTTPError as exc:
                 exc.close()
                 if not _retryable(exc.code) or attempt == self.retries:
@@ -292,16 +408,39 @@ class _Fetcher:
             time.sleep(delay)
         raise AssertionError("unreachable")  # the loop always returns or raises
 
-    def _get(self, url: str) -> _Response:
+    def _get(self, url: str, headers: dict[str, str]) -> _Response:
         request = urllib.request.Request(_iri_to_uri(url), headers={
             "User-Agent": self.user_agent,
             "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            **headers,
         })
-        with self.opener.open(request, timeout=self.timeout) as response:
+        self._pace(url)
+        try:
+            response = self.opener.open(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 304:
+                raise
+            exc.close()
+            return _Response(b"", exc.geturl() or url, "", 304)
+        with response:
             body = response.read(MAX_BODY_BYTES + 1)
             if len(body) > MAX_BODY_BYTES:
                 raise ValueError(f"response larger than {MAX_BODY_BYTES} bytes")
-            return _Response(body, response.geturl(), response.headers.get("Content-Type", ""))
+            get = response.headers.get
+            return _Response(body, response.geturl(), get("Content-Type", ""), response.status,
+                             get("ETag", ""), get("Last-Modified", ""))
+
+    def _pace(self, url: str) -> None:
+        """Wait for this host's next request slot (no wait for hosts without a delay)."""
+        host = urlparse(url).netloc.lower()
+        delay = self.delays.get(host)
+        if not delay:
+            return
+        with self._pace_lock:
+            now = time.monotonic()
+            start = max(now, self._next.get(host, now))
+            self._next[host] = start + delay
+        time.sleep(start - now)
 
 
 def _iri_to_uri(url: str) -> str:
@@ -312,6 +451,18 @@ def _iri_to_uri(url: str) -> str:
 def _retryable(status: int) -> bool:
     """Rate limiting and server errors may pass; other 4xx will not."""
     return status == 429 or status >= 500
+
+
+def _gone(exc: BaseException) -> bool:
+    """The server says the page is no more (it leaves the index)."""
+    return isinstance(exc, urllib.error.HTTPError) and exc.code in _GONE
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure that may pass: network errors, timeouts, 429 and 5xx (after retries)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return _retryable(exc.code)
+    return isinstance(exc, (OSError, http.client.HTTPException))
 
 
 def _retry_delay(attempt: int, backoff: float, retry_after: str | None) -> float:
@@ -348,16 +499,269 @@ def _decode(body: bytes, content_type: str | None) -> str:
         return body.decode("utf-8", errors="replace")
 
 
-# --- articles and cache -----------------------------------------------------------------
+class _Robots:
+    """robots.txt rules per host, fetched once per crawl. A missing robots.txt (any 4xx)
+    allows everything; one that cannot be fetched (network, 5xx) stops the crawl, since the
+    rules are unknown (RFC 9309 says to assume a full disallow, which would look like every
+    article leaving the site). A Crawl-delay paces the fetcher."""
+
+    def __init__(self, fetcher: _Fetcher) -> None:
+        self.fetcher = fetcher
+        self.agent = fetcher.user_agent.split("/")[0]
+        self.rules: dict[str, urllib.robotparser.RobotFileParser | _RobotsUnknown | None] = {}
+        self.lock = threading.Lock()
+
+    def allows(self, url: str) -> bool:
+        rules = self._rules(url)
+        return rules is None or rules.can_fetch(self.agent, url)
+
+    def _rules(self, url: str) -> urllib.robotparser.RobotFileParser | None:
+        parts = urlparse(url)
+        host = parts.netloc.lower()
+        with self.lock:  # one fetch per host and crawl, even with concurrent pages
+            if host not in self.rules:
+                try:
+                    self.rules[host] = self._load(f"{parts.scheme}://{parts.netloc}/robots.txt",
+                                                  host)
+                except _RobotsUnknown as exc:
+                    self.rules[host] = exc
+            found = self.rules[host]
+        if isinstance(found, _RobotsUnknown):
+            raise found
+        return found
+
+    def _load(self, robots_url: str, host: str) -> urllib.robotparser.RobotFileParser | None:
+        try:
+            response = self.fetcher.fetch(robots_url)
+        except urllib.error.HTTPError as exc:
+            if 400 <= exc.code < 500:
+                return None
+            raise _RobotsUnknown(f"{robots_url}: {_describe(exc)}") from exc
+        except _FAILURES as exc:
+            raise _RobotsUnknown(f"{robots_url}: {_describe(exc)}") from exc
+        rules = urllib.robotparser.RobotFileParser(robots_url)
+        rules.parse(_decode(response.body, response.content_type).splitlines())
+        rules.modified()  # parse() alone leaves it "never read", and crawl_delay() then says None
+        # (robotparser reads whole seconds only: "Crawl-delay: 0.5" is ignored.)
+        delay = rules.crawl_delay(self.agent)
+        if delay:
+            self.fetcher.delays[host] = float(delay)
+        return rules
 
 
-def _fetch_all(fetcher: _Fetcher, urls: list[str], cache: Path | None, concurrency: int,
-               progress: bool) -> list[Article]:
-    """Fetch and extract every URL with a bounded pool; results keep the order of urls."""
-    results: list[Article | None] = [None] * len(urls)
+# --- cache ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One cached response: its body, final URL and the validators to revalidate it with."""
+
+    body: bytes
+    url: str
+    content_type: str = ""
+    etag: str = ""
+    last_modified: str = ""
+    lastmod: str = ""  # the sitemap's <lastmod> when it was fetched
+    fetched: float = 0.0  # time.time() of the last fetch or revalidation
+
+    def validators(self) -> dict[str, str]:
+        headers = {}
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        if self.last_modified:
+            headers["If-Modified-Since"] = self.last_modified
+        return headers
+
+
+class _Cache:
+    """Responses on disk, one file per URL: a first line of JSON (final URL, validators,
+    lastmod, fetch time) then the body as received. Files are written atomically (temp file +
+    os.replace), so a killed crawl never leaves half a file.
+
+    A crawl session (``crawl-session.json``) says when the current crawl began and whether it
+    finished: a crawl that did not finish (killed, interrupted, out of budget) is resumed by
+    the next one, which takes the pages fetched since the session began without asking the
+    server again. Without a directory, nothing is cached."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self.used: set[str] = set()
+        self.lock = threading.Lock()
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, url: str, sitemap: bool = False) -> Path:
+        name = hashlib.sha1(url.encode("utf-8")).hexdigest()
+        return self.root / f"{name}{'.sitemap' if sitemap else '.html'}"
+
+    def get(self, url: str, sitemap: bool = False) -> _Entry | None:
+        """The cached response for url, or None (not cached, unreadable, an older format)."""
+        if self.root is None:
+            return None
+        path = self.path(url, sitemap)
+        with self.lock:
+            self.used.add(path.name)
+        try:
+            head, _, body = path.read_bytes().partition(b"\n")
+            if not head.startswith(_CACHE_MARK):
+                return None
+            fields = json.loads(head[len(_CACHE_MARK):-len(b" -->")])
+            return _Entry(body=body, **fields)
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def put(self, url: str, entry: _Entry, sitemap: bool = False) -> None:
+        if self.root is None:
+            return
+        fields = {k: v for k, v in entry.__dict__.items() if k != "body"}
+        head = _CACHE_MARK + json.dumps(fields, ensure_ascii=True).replace(
+            "-->", "--\\u003e").encode("ascii") + b" -->\n"
+        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(head + entry.body)
+            os.replace(tmp, self.path(url, sitemap))
+        except OSError as exc:
+            log.warning("Could not cache %s: %s", url, exc)
+            Path(tmp).unlink(missing_ok=True)
+
+    def drop(self, url: str) -> None:
+        if self.root is not None:
+            self.path(url).unlink(missing_ok=True)
+
+    def begin(self, start_url: str) -> float:
+        """Start a crawl session, or resume the unfinished one of the same sitemap; returns
+        when it began (pages fetched since then are fresh for this crawl)."""
+        if self.root is None:
+            return time.time()
+        session = self._session()
+        if session.get("start_url") == start_url and not session.get("finished"):
+            log.info("Resuming the crawl of %s begun at %s.", start_url,
+                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(session["started"])))
+            return float(session["started"])
+        started = time.time()
+        self._write_session({"start_url": start_url, "started": started, "finished": None})
+        return started
+
+    def finish(self, prune: bool) -> None:
+        """Mark the session finished (the next crawl revalidates everything); with ``prune``,
+        delete the files of URLs this crawl did not list any more."""
+        if self.root is None:
+            return
+        session = self._session()
+        self._write_session({**session, "finished": time.time()})
+        if prune:
+            for path in [*self.root.glob("*.html"), *self.root.glob("*.sitemap")]:
+                if path.name not in self.used:
+                    path.unlink(missing_ok=True)
+
+    def _session(self) -> dict:
+        try:
+            session = json.loads((self.root / _SESSION_FILE).read_text(encoding="utf-8"))
+            return session if isinstance(session, dict) and "started" in session else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _write_session(self, session: dict) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(session, out)
+        os.replace(tmp, self.root / _SESSION_FILE)
+
+
+# --- one crawl ---------------------------------------------------------------------------
+
+
+class _Budget:
+    """The page requests and the time a crawl may still spend (None: unbounded)."""
+
+    def __init__(self, pages: int | None, deadline: float | None) -> None:
+        self.pages, self.deadline = pages, deadline
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        """Claim one page request; False once the pages or the time are spent."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return False
+        with self.lock:
+            if self.pages is None:
+                return True
+            if self.pages <= 0:
+                return False
+            self.pages -= 1
+            return True
+
+
+class _RobotsUnknown(SourceError):
+    """robots.txt cannot be fetched: the crawl stops (see _Robots)."""
+
+
+class _Deferred(Exception):
+    """The crawl's budget is spent: the page is left for the next crawl."""
+
+
+class _Disallowed(Exception):
+    """robots.txt forbids this page to our User-Agent."""
+
+
+@dataclass
+class _Run:
+    fetcher: _Fetcher
+    cache: _Cache
+    session: float  # pages fetched since this time.time() are fresh for this crawl
+    robots: _Robots | None
+    budget: _Budget
+
+    def get(self, url: str, lastmod: str, page: bool = False) -> tuple[str, _Entry]:
+        """``(outcome, response)`` for url: "unchanged" (cached copy, no request: the sitemap's
+        lastmod is the cached one and was checked less than LASTMOD_TRUST_SECONDS ago, or it
+        was fetched during this crawl), "not_modified"
+        (conditional request answered 304) or "fetched". Raises the fetch error, _Disallowed,
+        or _Deferred (page requests only) when the budget is spent."""
+        if self.robots is not None and not self.robots.allows(url):
+            raise _Disallowed(url)
+        cached = self.cache.get(url, sitemap=not page)
+        if cached is not None and (cached.fetched >= self.session or (
+                lastmod and cached.lastmod == lastmod
+                and time.time() - cached.fetched < LASTMOD_TRUST_SECONDS)):
+            return "unchanged", cached
+        if page and not self.budget.take():
+            raise _Deferred(url)
+        response = self.fetcher.fetch(url, cached.validators() if cached else None)
+        if response.status == 304:
+            if cached is None:
+                raise ValueError("HTTP 304 to a request without validators")
+            entry = replace(cached, lastmod=lastmod or cached.lastmod, fetched=time.time())
+            outcome = "not_modified"
+        else:
+            entry = _Entry(response.body, response.url, response.content_type, response.etag,
+                           response.last_modified, lastmod, time.time())
+            outcome = "fetched"
+        if not page or _is_html(entry.content_type):  # a PDF is not worth keeping
+            self.cache.put(url, entry, sitemap=not page)
+        return outcome, entry
+
+
+def _is_html(content_type: str) -> bool:
+    return not content_type or "html" in content_type.lower()
+
+
+@dataclass(frozen=True)
+class _Visit:
+    outcome: str
+    article: Article | None = None
+    known_id: str = ""  # the article id this URL had (for pages kept in the index)
+    reason: str = ""
+
+
+def _visit_all(run: _Run, listing: dict[str, str], concurrency: int,
+               progress: bool) -> list[tuple[str, _Visit]]:
+    """Visit every URL with a bounded pool; results keep the order of the listing."""
+    urls = list(listing)
+    results: list[_Visit | None] = [None] * len(urls)
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="crawler")
     try:
-        futures = {pool.submit(_article, fetcher, url, cache): i for i, url in enumerate(urls)}
+        futures = {pool.submit(_visit, run, url, listing[url]): i for i, url in enumerate(urls)}
         bar = tqdm(as_completed(futures), total=len(futures), desc="Crawling", unit="page",
                    disable=not progress)
         for future in bar:
@@ -365,73 +769,58 @@ def _fetch_all(fetcher: _Fetcher, urls: list[str], cache: Path | None, concurren
     finally:
         # On Ctrl-C or a bug, do not keep crawling the queue before the error surfaces.
         pool.shutdown(wait=True, cancel_futures=True)
-    return _unique_articles(results)
+    return list(zip(urls, results))
 
 
-def _unique_articles(results: list[Article | None]) -> list[Article]:
-    """Drop failures, and repeats of one page reached by two URLs (redirects, old slugs)."""
+def _visit(run: _Run, url: str, lastmod: str) -> _Visit:
+    """What one listed page gives; failures are logged and classified, never raised."""
+    cached = run.cache.get(url)
+    known_id = stable_id(cached.url if cached else url)
+    try:
+        outcome, entry = run.get(url, lastmod, page=True)
+    except _Disallowed:
+        log.warning("Skipping %s: disallowed by robots.txt.", url)
+        run.cache.drop(url)
+        return _Visit("disallowed")
+    except _Deferred:
+        return _Visit("deferred", known_id=known_id, reason="crawl budget spent")
+    except _RobotsUnknown as exc:
+        log.warning("Skipping %s: cannot read %s (its indexed version is kept).", url, exc)
+        return _Visit("failed", known_id=known_id, reason=f"robots.txt unknown: {exc}")
+    except _FAILURES as exc:
+        if _gone(exc):
+            log.warning("Skipping %s: %s (removed).", url, _describe(exc))
+            run.cache.drop(url)
+            return _Visit("gone")
+        log.warning("Skipping %s: %s (its indexed version is kept).", url, _describe(exc))
+        return _Visit("failed", known_id=known_id, reason=_describe(exc))
+    if not _is_html(entry.content_type):
+        log.warning("Skipping %s: not an HTML page (%s).", url, entry.content_type)
+        return _Visit("skipped")
+    article = extract_article(_decode(entry.body, entry.content_type), entry.url)
+    return _Visit(outcome, article) if article is not None else _Visit("skipped")
+
+
+def _result(visits: list[tuple[str, _Visit]], cache: _Cache) -> CrawlResult:
+    """Gather the visits: articles (a page reached by two URLs is kept once), the ids to keep
+    and the counts."""
     articles: dict[str, Article] = {}
-    for article in results:
+    keep: set[str] = set()
+    pages = Counter({outcome: 0 for outcome in OUTCOMES})
+    failures = []
+    for url, visit in visits:
+        pages[visit.outcome] += 1
+        if visit.known_id:
+            keep.add(visit.known_id)
+            failures.append(f"{url}: {visit.reason}")
+        article = visit.article
         if article is not None and article.article_id not in articles:
             articles[article.article_id] = article
         elif article is not None:
             log.info("Skipping %s: already crawled under another URL.", article.url)
-    return list(articles.values())
+    return CrawlResult(list(articles.values()), frozenset(keep - set(articles)), dict(pages),
+                       tuple(failures), complete=pages["deferred"] == 0)
 
-
-def _article(fetcher: _Fetcher, url: str, cache: Path | None) -> Article | None:
-    """One article from the cache or the network; None (logged) when it cannot be had."""
-    page = _read_cache(cache, url) if cache is not None else None
-    if page is None:
-        try:
-            page = _fetch_page(fetcher, url)
-        except _FAILURES as exc:
-            log.warning("Skipping %s: %s", url, _describe(exc))
-            return None
-        if page is None:
-            return None
-        if cache is not None:
-            _write_cache(cache, url, *page)
-    html, final_url = page
-    return extract_article(html, final_url)
-
-
-def _fetch_page(fetcher: _Fetcher, url: str) -> tuple[str, str] | None:
-    """HTML and final URL of a page; None (logged) if it is not HTML (a PDF, an image)."""
-    response = fetcher.fetch(url)
-    if response.content_type and "html" not in response.content_type.lower():
-        log.warning("Skipping %s: not an HTML page (%s).", url, response.content_type)
-        return None
-    return _decode(response.body, response.content_type), response.url
-
-
-def _cache_path(cache: Path, url: str) -> Path:
-    return cache / f"{hashlib.sha1(url.encode('utf-8')).hexdigest()}.html"
-
-
-def _read_cache(cache: Path, url: str) -> tuple[str, str] | None:
-    """A cached page and its final URL, or None when not cached (or unreadable)."""
-    path = _cache_path(cache, url)
-    try:
-        html = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    first, _, rest = html.partition("\n")
-    match = re.fullmatch(r"<!-- arsonor-crawler url: (\S+) -->", first)
-    return (rest, match.group(1)) if match else (html, url)
-
-
-def _write_cache(cache: Path, url: str, html: str, final_url: str) -> None:
-    """Store a page atomically (temp file + os.replace): a killed crawl never leaves half a
-    file. The final URL rides in a first-line comment so redirects keep the same article id."""
-    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(_CACHE_HEADER.format(final_url.replace("-->", "--%3E")) + html)
-        os.replace(tmp, _cache_path(cache, url))
-    except OSError as exc:
-        log.warning("Could not cache %s: %s", url, exc)
-        Path(tmp).unlink(missing_ok=True)
 
 
 # --- HTML parsing -----------------------------------------------------------------------

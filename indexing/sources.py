@@ -7,6 +7,7 @@ corpus is a ``SourceError`` that names the file, the record and the field.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant.documents import Article, Chunk, stable_id
@@ -105,24 +106,46 @@ def is_chunk_records(records: list) -> bool:
     return isinstance(records[0], dict) and "chunk_text" in records[0]
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A source's chunks; for a crawl, also the articles to keep as indexed (their page failed
+    this time), the crawl's page outcomes and its failures."""
+
+    chunks: list[Chunk]
+    keep_articles: frozenset[str] = frozenset()
+    pages: dict = field(default_factory=dict)
+    failures: tuple[str, ...] = ()
+
+
 def load_chunks(source: str | Path, *, size: int = 300, overlap: int = 50,
                 crawl_cache: str | Path | None = None, progress: bool = True) -> list[Chunk]:
     """Chunks from any source: a chunks JSON (kept as is), an articles JSON or a sitemap URL
     (chunked with ``size``/``overlap``)."""
+    return load_source(source, size=size, overlap=overlap, crawl_cache=crawl_cache,
+                       progress=progress).chunks
+
+
+def load_source(source: str | Path, *, size: int = 300, overlap: int = 50,
+                crawl_cache: str | Path | None = None, progress: bool = True,
+                crawl_options: dict | None = None) -> Loaded:
+    """:func:`load_chunks` with what a crawl says besides (``crawl_options`` go to
+    ``indexing.crawler.crawl_site``)."""
     from indexing.chunker import chunk_article
 
     source = str(source)
     if source.startswith(("http://", "https://")):
-        from indexing.crawler import crawl
+        from indexing.crawler import crawl_site
 
-        articles = crawl(source, cache_dir=crawl_cache, progress=progress)
-    else:
-        records = read_json_records(source)
-        if is_chunk_records(records):
-            return _non_empty(chunks_from_records(records, source), source)
-        articles = articles_from_records(records, source)
-    chunks = [c for a in articles for c in chunk_article(a, size, overlap)]
-    return _non_empty(chunks, source)
+        found = crawl_site(source, cache_dir=crawl_cache, progress=progress,
+                           **(crawl_options or {}))
+        chunks = [c for a in found.articles for c in chunk_article(a, size, overlap)]
+        return Loaded(_non_empty(chunks, source), found.keep, found.pages, found.failures)
+    records = read_json_records(source)
+    if is_chunk_records(records):
+        return Loaded(_non_empty(chunks_from_records(records, source), source))
+    articles = articles_from_records(records, source)
+    return Loaded(_non_empty([c for a in articles for c in chunk_article(a, size, overlap)],
+                             source))
 
 
 def _non_empty(chunks: list[Chunk], source: str) -> list[Chunk]:

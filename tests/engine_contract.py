@@ -13,7 +13,7 @@ import pytest
 
 from assistant.documents import Chunk
 from assistant.engines.base import Hit, IndexedChunk, LexicalParams
-from assistant.errors import EngineUnavailable, IndexMismatch
+from assistant.errors import EngineUnavailable, IndexBusy, IndexMismatch
 
 HOME, SOUND, POST = "LE HOME STUDIO", "LE SOUND DESIGN", "LA POST-PROD"
 MODEL = "test-model"
@@ -244,3 +244,40 @@ class EngineContract:
         gain = {h.chunk_id: h.score for h in weighted}
         base = {h.chunk_id: h.score for h in plain}
         assert gain["b"] - base["b"] > gain["a"] - base["a"] > 0
+
+    def test_indexed_articles(self, built):
+        assert built.indexed_articles() == {c.chunk_id: c.article_id for c in CHUNKS}
+
+    def test_record_run_is_read_back_by_info(self, built):
+        info = built.info()
+        assert (info.updated_at, info.last_run, info.interrupted) == ("", {}, False)
+        hashes = built.chunk_hashes()
+        run = {"ok": True, "finished_at": "2026-01-02T03:04:05Z", "pages": {"fetched": 3},
+               "failures": ["https://www.arsonor.com/x/: HTTP 503 Service Unavailable"]}
+        built.record_run(run, updated_at="2026-01-02T03:04:05Z")
+        info = built.info()
+        assert (info.updated_at, info.last_run) == ("2026-01-02T03:04:05Z", run)
+        failed = {"ok": False, "error": "Cannot fetch the sitemap: timed out"}
+        built.record_run(failed)
+        info = built.info()
+        assert (info.updated_at, info.last_run) == ("2026-01-02T03:04:05Z", failed)
+        assert (info.dim, info.model, info.count) == (DIM, MODEL, len(CHUNKS))
+        assert built.chunk_hashes() == hashes
+        built.write(_indexed(CHUNKS[:1]), ["acou"], dim=DIM, model=MODEL)  # survives updates
+        info = built.info()
+        assert (info.updated_at, info.last_run, info.interrupted) == (
+            "2026-01-02T03:04:05Z", failed, False)
+        assert built.lexical_search("bass traps", 3) == []
+
+    def test_record_run_without_an_index_records_nothing(self, engine):
+        engine.record_run({"ok": False, "error": "x"}, updated_at="2026-01-02T03:04:05Z")
+        assert engine.info() is None
+
+    def test_one_index_job_at_a_time(self, engine):
+        with engine.job_lock():
+            with pytest.raises(IndexBusy, match=r"another index job is running .*pid \d+"):
+                with engine.job_lock():
+                    pass  # pragma: no cover
+            engine.write(_indexed(), [], dim=DIM, model=MODEL)  # the holder works as usual
+        with engine.job_lock():  # released: the next job gets it
+            assert engine.count() == len(CHUNKS)

@@ -14,6 +14,7 @@ import pytest
 
 from assistant.documents import stable_id
 from assistant.errors import SourceError
+from evaluation.local_blog import send
 from indexing import crawler
 from indexing.crawler import crawl, extract_article, parse_sitemap
 
@@ -48,8 +49,9 @@ class Site:
                        f"<article><h1>{title}</h1><p>{title} : {WORDS}</p>{extra}</article>"
                        "</body></html>")
 
-    def sitemap(self, path: str, paths: list[str]) -> None:
-        entries = "".join(f"<url><loc>{self.url(p)}</loc></url>" for p in paths)
+    def sitemap(self, path: str, paths: list[str], lastmod: str = "") -> None:
+        mod = f"<lastmod>{lastmod}</lastmod>" if lastmod else ""
+        entries = "".join(f"<url><loc>{self.url(p)}</loc>{mod}</url>" for p in paths)
         xmlns = "http://www.sitemaps.org/schemas/sitemap/0.9"
         self.add(path, f'<?xml version="1.0"?><urlset xmlns="{xmlns}">{entries}</urlset>',
                  content_type="application/xml")
@@ -77,12 +79,7 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
             try:
                 site.stop.wait(site.delays.get(self.path, 0))
                 status, body, headers = site.respond(self.path, rank)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send(self, status, body, headers)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout test)
             finally:
@@ -402,22 +399,24 @@ def test_non_html_page_is_skipped(site):
 def test_cache_second_crawl_makes_no_article_request(site, tmp_path):
     paths = _blog(site, 3)
     site.add("/old/", b"", status=301, headers={"Location": site.url("/a3/")})
-    site.sitemap("/sitemap.xml", paths[:2] + ["/old/"])
+    site.sitemap("/sitemap.xml", paths[:2] + ["/old/"], lastmod="2024-05-01")
     first = crawl(site.url("/sitemap.xml"), cache_dir=tmp_path / "cache", **FAST)
     hits = dict(site.hits)
     second = crawl(site.url("/sitemap.xml"), cache_dir=tmp_path / "cache", **FAST)
     assert second == first  # same ids and final URLs, even through the redirect
     assert site.hits["/sitemap.xml"] == hits["/sitemap.xml"] + 1  # sitemap always fresh
-    assert {p: n for p, n in site.hits.items() if p != "/sitemap.xml"} == {
-        p: n for p, n in hits.items() if p != "/sitemap.xml"}
-    names = sorted(f.name for f in (tmp_path / "cache").iterdir())
+    fresh = ("/sitemap.xml", "/robots.txt")  # read at each crawl
+    assert {p: n for p, n in site.hits.items() if p not in fresh} == {
+        p: n for p, n in hits.items() if p not in fresh}
+    names = sorted(f.name for f in (tmp_path / "cache").glob("*.html"))
     expected = sorted(hashlib.sha1(site.url(p).encode()).hexdigest() + ".html"
                       for p in paths[:2] + ["/old/"])
-    assert names == expected  # no leftover temp files
+    assert names == expected
+    assert not list((tmp_path / "cache").glob("*.tmp"))  # no leftover temp files
 
 
-def test_interrupted_crawl_resumes_from_cache(site, tmp_path):
-    _blog(site, 4)
+def test_failed_pages_are_fetched_next_time_and_only_they(site, tmp_path):
+    site.sitemap("/sitemap.xml", _blog(site, 4), lastmod="2024-05-01")
     site.fail_first["/a3/"] = (99, 503, {})
     site.fail_first["/a4/"] = (99, 503, {})
     partial = crawl(site.url("/sitemap.xml"), cache_dir=tmp_path, retries=0, **FAST)

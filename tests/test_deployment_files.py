@@ -191,15 +191,16 @@ def test_compose_services(resolved):
     assert grafana["depends_on"]["postgres"]["condition"] == "service_healthy"
 
     indexer = services["indexer"]
-    assert indexer["command"] == ["assistant", "index"]
-    assert indexer["restart"] == "no"
+    assert indexer["command"] == ["assistant", "index", "--every", "6h"]
+    assert indexer["restart"] == "unless-stopped"
     assert indexer["depends_on"]["elasticsearch"]["condition"] == "service_healthy"
+    assert "healthcheck()" in " ".join(indexer["healthcheck"]["test"])
 
     app = services["app"]
     assert app["depends_on"] == {
         "elasticsearch": {"condition": "service_healthy"},
         "postgres": {"condition": "service_healthy"},
-        "indexer": {"condition": "service_completed_successfully"},
+        "indexer": {"condition": "service_healthy"},
     }
     assert "healthcheck" in app
     for name in ("indexer", "app"):

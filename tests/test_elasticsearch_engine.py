@@ -4,12 +4,15 @@ noida-db locally, a real Elasticsearch when ES_URL is set)."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+from elasticsearch import NotFoundError
 
 from assistant.engines.base import IndexedChunk, LexicalParams
 from assistant.engines.elasticsearch import (
@@ -22,7 +25,7 @@ from assistant.engines.elasticsearch import (
     safe_url,
     versioned_name,
 )
-from assistant.errors import EngineError, EngineUnavailable, IndexMismatch
+from assistant.errors import EngineError, EngineUnavailable, IndexBusy, IndexMismatch
 from evaluation.ports import free_port
 
 from tests.engine_contract import (  # noqa: F401  (shared corpus and helpers)
@@ -273,3 +276,35 @@ def test_nested_knn_refused_falls_back_to_chunk_vectors(engine, monkeypatch):
     query = np.array([0.3, -0.2, 0.9, 0.1], dtype=np.float32)
     assert [h.chunk_id for h in engine.vector_search(query, 3)] == _ranking(query)[0][:3]
     assert engine._nested_knn is False
+
+
+# --------------------------------------------------------------------------- freshness
+
+
+def test_an_update_cut_short_stays_unpublished_and_is_marked(built, es_client, es_alias):
+    """What a killed job leaves: sent but unrefreshed writes that neither searches nor
+    get_chunks show, and the mark that makes the next job rebuild."""
+    name = built.info().name
+    changed = replace(CHUNKS[1], text="Le compresseur dompte les crêtes d’une voix trop vive.")
+    built._put_meta(name, {**built._live_index()[1]["mappings"]["_meta"], "pending": "{}"})
+    built._bulk(name, [{"_op_type": "delete", "_index": name, "_id": "acou"}], _indexed([changed]))
+    assert built.get_chunks(["comp", "acou"]) == {"comp": CHUNKS[1], "acou": CHUNKS[2]}
+    assert built.count() == len(CHUNKS) and built.lexical_search("crêtes", 3) == []
+    assert built.info().interrupted
+
+
+def test_an_abandoned_lock_is_taken_over(engine, es_client, es_alias):
+    lock_index = f"{es_alias}-lock"
+    es_client.indices.create(index=lock_index)
+    alive = {"host": "elsewhere", "pid": 4242, "since": "2026-01-01T00:00:00Z", "token": "t",
+             "expires": time.time() + 60}
+    es_client.index(index=lock_index, id="index-job", document=alive, refresh=True)
+    with pytest.raises(IndexBusy, match=r"pid 4242 on elsewhere.*expires at"):
+        with engine.job_lock():
+            pass  # pragma: no cover
+    es_client.index(index=lock_index, id="index-job", document={**alive, "expires": 1.0})
+    with engine.job_lock():  # expired: taken over
+        holder = es_client.get(index=lock_index, id="index-job")["_source"]
+        assert holder["pid"] == os.getpid()
+    with pytest.raises(NotFoundError):
+        es_client.get(index=lock_index, id="index-job")  # released at the end

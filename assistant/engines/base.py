@@ -8,8 +8,11 @@ measured by the same code. Implementations match it by structure; they do not su
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, Sequence
+from datetime import datetime, timezone
+from typing import ContextManager, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -43,12 +46,22 @@ class LexicalParams:
 
 @dataclass(frozen=True)
 class IndexInfo:
-    """What an existing index was built with."""
+    """What an existing index was built with, and how fresh it is.
+
+    ``updated_at``: when the last successful index job finished (ISO 8601, UTC; "" if no job
+    recorded one). ``last_run``: what the index job recorded about its last run, successful or
+    not (a JSON object, see ``indexing.job.IndexReport.record``; {} if none).
+    ``interrupted``: an update was cut short and may have left changes that the next refresh
+    would publish (Elasticsearch only): the next index job rebuilds behind the alias instead.
+    """
 
     name: str
     dim: int
     model: str
     count: int
+    updated_at: str = ""
+    last_run: dict = field(default_factory=dict, compare=False)
+    interrupted: bool = False
 
 
 def check_compatible(info: IndexInfo, *, model: str, dim: int) -> None:
@@ -88,6 +101,24 @@ class Engine(Protocol):
         """``chunk_id -> content_hash`` of every indexed chunk, for incremental updates."""
         ...
 
+    def indexed_articles(self) -> dict[str, str]:
+        """``chunk_id -> article_id`` of every indexed chunk (which chunks an article has)."""
+        ...
+
+    def record_run(self, run: dict, *, updated_at: str | None = None) -> None:
+        """Store ``run`` (a JSON object) as the last run of the index job and, when given,
+        ``updated_at`` as the time of the last successful update; both read back by
+        :meth:`info`. Chunks, counts and searches are untouched. No index: nothing recorded."""
+        ...
+
+    def job_lock(self) -> ContextManager[None]:
+        """Hold the index's job lock for the block: one index job at a time on an index, and
+        a job that dies (even SIGKILL) does not keep it.
+
+        :raises IndexBusy: another job holds it (the message says who and since when).
+        """
+        ...
+
     def write(self, upserts: Sequence[IndexedChunk], deletes: Iterable[str], *, dim: int,
               model: str, rebuild: bool = False) -> None:
         """Apply a whole update so that readers see either the old or the new index, never a
@@ -123,3 +154,20 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release connections and files."""
         ...
+
+
+def utc_now() -> str:
+    """The current time as the index records it: ISO 8601, UTC, to the second."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def job_owner() -> dict:
+    """Who takes a job lock: host, process id and since when (shown to the job refused)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "since": utc_now()}
+
+
+def describe_owner(owner: dict) -> str:
+    """``pid 42 on host, since 2026-01-01T00:00:00Z`` (what is known of it)."""
+    if not isinstance(owner, dict) or not owner.get("pid"):
+        return "owner unknown"
+    return f"pid {owner['pid']} on {owner.get('host', '?')}, since {owner.get('since', '?')}"

@@ -18,8 +18,14 @@ Query bodies are built by small pure functions (:func:`index_body`, :func:`lexic
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import secrets
+import socket
+import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Sequence
@@ -29,14 +35,28 @@ import numpy as np
 
 from assistant.documents import Chunk
 from assistant.engines.base import (LEXICAL_FIELDS, Hit, IndexedChunk, IndexInfo, LexicalParams,
-                                    check_compatible)
-from assistant.errors import AssistantError, EngineError, EngineUnavailable, IndexMismatch
+                                    check_compatible, describe_owner, job_owner)
+from assistant.errors import (
+    AssistantError,
+    EngineError,
+    EngineUnavailable,
+    IndexBusy,
+    IndexMismatch,
+)
 
 log = logging.getLogger(__name__)
 
 ANALYZER = "arsonor_french"
 SIMILARITY = "arsonor_bm25"
 BULK_BATCH = 500
+LOCK_ID = "index-job"
+# A job renews its lock every LOCK_TTL / 4 seconds; a lock not renewed for LOCK_TTL seconds
+# (its holder died on another host) can be taken over. On the same host a dead holder's lock
+# is taken over at once (its process id is gone).
+LOCK_TTL = 120.0
+# Lock tokens this process holds: a lock of this host and pid with another token was left by a
+# previous process that had the same pid (a restarted container's PID 1).
+_HELD_TOKENS: set[str] = set()
 KEYWORD_FIELDS = ("chunk_id", "article_id", "category", "url", "content_hash")
 # Explicit HNSW on full floats: from ES 9.1, 384-d vectors would default to bbq_hnsw
 # (quantised), and both engines must rank by the same exact cosine.
@@ -192,6 +212,11 @@ def safe_url(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def _meta(description: dict) -> dict:
+    """The ``_meta`` of an ``indices.get`` description (a copy)."""
+    return dict((description.get("mappings") or {}).get("_meta") or {})
 
 
 def _hit(hit: dict) -> Hit:
@@ -353,11 +378,18 @@ class ElasticsearchEngine:
         if live is None:
             return None
         name, description = live
-        meta = (description.get("mappings") or {}).get("_meta") or {}
+        meta = _meta(description)
         with self._errors("count"):
             count = int(self.client.count(index=name)["count"])
+        try:
+            last_run = json.loads(meta.get("last_run") or "{}")
+        except (TypeError, ValueError):
+            last_run = {}
         return IndexInfo(name=name, dim=int(meta.get("dim") or 0),
-                         model=str(meta.get("model") or ""), count=count)
+                         model=str(meta.get("model") or ""), count=count,
+                         updated_at=str(meta.get("updated_at") or ""),
+                         last_run=last_run if isinstance(last_run, dict) else {},
+                         interrupted=bool(meta.get("pending")))
 
     def count(self) -> int:
         from elasticsearch import NotFoundError
@@ -369,18 +401,56 @@ class ElasticsearchEngine:
                 return 0
 
     def chunk_hashes(self) -> dict[str, str]:
+        return self._scan_field("content_hash")
+
+    def indexed_articles(self) -> dict[str, str]:
+        return self._scan_field("article_id")
+
+    def _scan_field(self, name: str) -> dict[str, str]:
+        """``_id -> field`` over every searchable chunk ({} without an index)."""
         from elasticsearch import NotFoundError
         from elasticsearch.helpers import scan
 
-        hashes: dict[str, str] = {}
-        with self._errors("scan of chunk hashes"):
+        values: dict[str, str] = {}
+        with self._errors(f"scan of chunk {name}s"):
             try:
                 for hit in scan(self.client, index=self.alias, query={"query": {"match_all": {}}},
-                                _source=["content_hash"], size=1000, scroll="2m"):
-                    hashes[hit["_id"]] = (hit.get("_source") or {}).get("content_hash", "")
+                                _source=[name], size=1000, scroll="2m"):
+                    values[hit["_id"]] = (hit.get("_source") or {}).get(name, "")
             except NotFoundError:
                 return {}
-        return hashes
+        return values
+
+    def record_run(self, run: dict, *, updated_at: str | None = None) -> None:
+        live = self._live_index()
+        if live is None:
+            return
+        name, description = live
+        changes: dict[str, Any] = {"last_run": json.dumps(run, ensure_ascii=False)}
+        if updated_at:
+            changes["updated_at"] = updated_at
+        self._put_meta(name, {**_meta(description), **changes})
+
+    def _put_meta(self, name: str, meta: dict) -> None:
+        """Update the ``_meta`` of index ``name``: cluster state, seen at once by every reader,
+        without a refresh. Elasticsearch deep-merges it into the old one (a key cannot be
+        removed), so values that must be replaced whole are strings (JSON for objects)."""
+        with self._errors("metadata update"):
+            self.client.indices.put_mapping(index=name, meta=meta)
+
+    @contextmanager
+    def job_lock(self) -> Iterator[None]:
+        """A lock document (``<alias>-lock/_doc/index-job``) created with ``op_type=create``,
+        so only one job gets it; it names its owner and an expiry that a heartbeat thread
+        pushes back while the job runs. A lock whose expiry has passed, or whose owner process
+        is gone from this host, is taken over with a compare-and-set (``if_seq_no``), so two
+        jobs cannot both take over a dead one's lock."""
+        lock = _JobLock(self)
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     def write(self, upserts: Sequence[IndexedChunk], deletes: Iterable[str], *, dim: int,
               model: str, rebuild: bool = False) -> None:
@@ -395,7 +465,7 @@ class ElasticsearchEngine:
             self._rebuild(upserts, dim=dim, model=model, old=sorted(live))
             return
         name, description = self._live_index(live)
-        meta = (description.get("mappings") or {}).get("_meta") or {}
+        meta = _meta(description)
         old_dim, old_model = meta.get("dim"), meta.get("model")
         if old_dim is None or old_model is None:
             raise IndexMismatch(
@@ -407,9 +477,14 @@ class ElasticsearchEngine:
         if not upserts and not doomed:
             return
         actions = [{"_op_type": "delete", "_index": name, "_id": cid} for cid in doomed]
+        # Until the refresh, readers see the index as it was. Should this job die in between,
+        # its sent changes would appear, half, at the next refresh of anyone: the mark says
+        # so (IndexInfo.interrupted), and the next job rebuilds instead of trusting them.
+        self._put_meta(name, {**meta, "pending": json.dumps(job_owner())})
         self._bulk(name, actions, upserts)
         with self._errors("refresh"):
             self.client.indices.refresh(index=name)
+        self._put_meta(name, {**meta, "pending": ""})
         self._windows.pop(name, None)
 
     def lexical_search(self, query: str, k: int, *, category: str | None = None,
@@ -442,7 +517,9 @@ class ElasticsearchEngine:
         if not ids:
             return {}
         with self._errors("chunk fetch"):
-            response = self.client.mget(index=self.alias, ids=ids,
+            # realtime=False: the chunks as searches see them (last refresh), not the
+            # unpublished writes of an update in progress.
+            response = self.client.mget(index=self.alias, ids=ids, realtime=False,
                                         _source_excludes=["vector", "windows.vector"])
         chunks = {}
         for doc in response["docs"]:
@@ -569,3 +646,111 @@ class ElasticsearchEngine:
                 pass
             except Exception as exc:
                 log.warning("could not delete old index %s: %s", name, exc)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process, or a pid we cannot check: assume alive
+    return True
+
+
+def _abandoned(holder: dict, now: float) -> bool:
+    """Whether a lock's holder is gone: its expiry passed, or it was a process of this host
+    that no longer runs."""
+    if float(holder.get("expires") or 0) < now:
+        return True
+    if holder.get("host") != socket.gethostname():
+        return False
+    pid = int(holder.get("pid") or 0)
+    if pid == os.getpid():
+        return holder.get("token") not in _HELD_TOKENS
+    return not _pid_alive(pid)
+
+
+class _JobLock:
+    """The index job lock of one ElasticsearchEngine (see ``ElasticsearchEngine.job_lock``)."""
+
+    def __init__(self, engine: ElasticsearchEngine):
+        self.engine, self.client = engine, engine.client
+        self.index = f"{engine.alias}-lock"
+        self.doc = {**job_owner(), "token": secrets.token_hex(8)}
+        self.version: dict = {}
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.mutex = threading.Lock()
+
+    def acquire(self) -> None:
+        from elasticsearch import BadRequestError, ConflictError, NotFoundError
+
+        with self.engine._errors("job lock"):
+            try:
+                self.client.indices.create(index=self.index, settings={
+                    "number_of_shards": 1, "number_of_replicas": 0})
+            except BadRequestError as exc:
+                if _api_reason(exc)[0] != "resource_already_exists_exception":
+                    raise
+            for _ in range(3):  # the holder may release it between our two requests
+                try:
+                    self._put(op_type="create")
+                    break
+                except ConflictError:
+                    pass
+                try:
+                    current = self.client.get(index=self.index, id=LOCK_ID)
+                except NotFoundError:
+                    continue
+                holder = current["_source"]
+                if not _abandoned(holder, time.time()):
+                    until = datetime.fromtimestamp(float(holder.get("expires") or 0), timezone.utc)
+                    raise IndexBusy(
+                        f"another index job is running on Elasticsearch index "
+                        f"{self.engine.alias} ({describe_owner(holder)}; its lock expires at "
+                        f"{until:%Y-%m-%dT%H:%M:%SZ} unless renewed): wait for it to end")
+                try:
+                    self._put(if_seq_no=current["_seq_no"],
+                              if_primary_term=current["_primary_term"])
+                except ConflictError:
+                    continue  # another job took it over first: look again
+                log.warning("took over the index job lock of %s: that job is gone",
+                            describe_owner(holder))
+                break
+            else:
+                raise IndexBusy(f"the index job lock of {self.engine.alias} keeps changing "
+                                "hands: another job is starting; try again")
+        _HELD_TOKENS.add(self.doc["token"])
+        self.thread = threading.Thread(target=self._renew, name="es-job-lock", daemon=True)
+        self.thread.start()
+
+    def _put(self, **options) -> None:
+        doc = {**self.doc, "expires": time.time() + LOCK_TTL}
+        response = self.client.index(index=self.index, id=LOCK_ID, document=doc, **options)
+        self.version = {"if_seq_no": response["_seq_no"],
+                        "if_primary_term": response["_primary_term"]}
+
+    def _renew(self) -> None:
+        while not self.stop.wait(LOCK_TTL / 4):
+            with self.mutex:
+                if self.stop.is_set():
+                    return
+                try:
+                    self._put(**self.version)
+                except Exception as exc:  # keep trying: the job itself must not die of this
+                    log.warning("could not renew the index job lock: %s", exc)
+
+    def release(self) -> None:
+        from elasticsearch import ConflictError, NotFoundError
+
+        self.stop.set()
+        with self.mutex:
+            _HELD_TOKENS.discard(self.doc["token"])
+            try:
+                self.client.delete(index=self.index, id=LOCK_ID, **self.version)
+            except (ConflictError, NotFoundError):
+                pass  # taken over after we stalled past the expiry: not ours to delete
+            except Exception as exc:
+                log.warning("could not release the index job lock (it expires by itself): %s",
+                            exc)

@@ -11,19 +11,27 @@ rebuilt when another writer has committed (a generation counter in the file says
 from __future__ import annotations
 
 import functools
+import json
+import os
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from assistant.documents import Chunk
 from assistant.engines.analysis import analyze
 from assistant.engines.base import (LEXICAL_FIELDS, Hit, IndexedChunk, IndexInfo, LexicalParams,
-                                    check_compatible)
-from assistant.errors import EngineError, EngineUnavailable, IndexMismatch
+                                    check_compatible, describe_owner, job_owner)
+from assistant.errors import EngineError, EngineUnavailable, IndexBusy, IndexMismatch
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no job lock
+    fcntl = None
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -237,38 +245,101 @@ class EmbeddedEngine:
         if "dim" not in meta:
             return None
         count = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        return IndexInfo(str(self.path), int(meta["dim"]), meta["model"], count)
+        try:
+            last_run = json.loads(meta.get("last_run", "{}"))
+        except ValueError:
+            last_run = {}
+        return IndexInfo(str(self.path), int(meta["dim"]), meta["model"], count,
+                         updated_at=meta.get("updated_at", ""), last_run=last_run)
 
     @_reads
     def chunk_hashes(self) -> dict[str, str]:
         return dict(self._connect().execute("SELECT chunk_id, content_hash FROM chunks"))
 
-    def write(self, upserts: Sequence[IndexedChunk], deletes: Iterable[str], *, dim: int,
-              model: str, rebuild: bool = False) -> None:
+    @_reads
+    def indexed_articles(self) -> dict[str, str]:
+        return dict(self._connect().execute("SELECT chunk_id, article_id FROM chunks"))
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[tuple[sqlite3.Connection, dict[str, str]]]:
+        """One write transaction and the meta table as it is inside it: committed if the block
+        ends normally, rolled back on any exception (a kill loses it whole: SQLite's journal)."""
         conn = self._connect()
-        rows = [self._row(item, dim) for item in upserts]
         try:
             conn.execute("BEGIN IMMEDIATE")
-            meta = self._meta(conn)
+            yield conn, self._meta(conn)
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            conn.execute("ROLLBACK")
+            raise EngineError(f"{what} the index {self.path} failed: {e}") from None
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def write(self, upserts: Sequence[IndexedChunk], deletes: Iterable[str], *, dim: int,
+              model: str, rebuild: bool = False) -> None:
+        with self._transaction("writing to") as (conn, meta):
             if not rebuild and "dim" in meta:
                 check_compatible(IndexInfo(str(self.path), int(meta["dim"]), meta["model"], 0),
                                  model=model, dim=dim)
             if rebuild:
                 conn.execute("DELETE FROM chunks")
             conn.executemany("DELETE FROM chunks WHERE chunk_id = ?", [(d,) for d in deletes])
-            conn.executemany(
-                "INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            # Rows are made as they are inserted: no second copy of a big update in memory.
+            conn.executemany("INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                             (self._row(item, dim) for item in upserts))
             generation = int(meta.get("generation", "0")) + 1
             conn.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                 [("dim", str(dim)), ("model", model), ("generation", str(generation))])
-            conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            conn.execute("ROLLBACK")
-            raise EngineError(f"writing to the index {self.path} failed: {e}") from None
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+
+    def record_run(self, run: dict, *, updated_at: str | None = None) -> None:
+        # Not a new generation: readers keep their snapshot, only info() changes.
+        with self._transaction("recording the run in") as (conn, meta):
+            if "dim" not in meta:
+                return
+            values = [("last_run", json.dumps(run, ensure_ascii=False))]
+            if updated_at:
+                values.append(("updated_at", updated_at))
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values)
+
+    @property
+    def lock_path(self) -> Path:
+        """The job lock file, next to the index file."""
+        return self.path.with_name(self.path.name + ".lock")
+
+    @contextmanager
+    def job_lock(self) -> Iterator[None]:
+        """An OS lock (``flock``) on ``<index file>.lock``: the kernel drops it when the holding
+        process ends, however it ends, so a killed job never blocks the next one. The file
+        names the holder, for the message of a refused job."""
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        path = self.lock_path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise EngineUnavailable(f"cannot open the lock file {path}: {e}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    owner = json.loads(os.pread(fd, 4096, 0) or b"{}")
+                except ValueError:
+                    owner = {}
+                raise IndexBusy(f"another index job is running on {self.path} "
+                                f"({describe_owner(owner)}): wait for it to end") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(job_owner()).encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # releases the lock
 
     @staticmethod
     def _row(item: IndexedChunk, dim: int) -> tuple:
