@@ -98,3 +98,21 @@ def test_foreign_questions_lean_on_vectors():
     assert config.for_question("Comment compresser une voix ?") is config
     english = config.for_question("How do I compress vocals?")
     assert english.weights == {"lexical": pytest.approx(0.3), "vector": 0.7}
+
+
+def test_a_changed_passage_recipe_asks_to_reindex_at_serve_time(demo_index_settings, tmp_path):
+    from assistant.errors import IndexMismatch
+    from assistant.web import create_app
+
+    config = json.loads((REPO_DIR / "assistant" / "retrieval.json").read_text(encoding="utf-8"))
+    config["passage"]["window_words"] = 25  # the index was built with 40-word windows
+    changed = tmp_path / "retrieval.json"
+    changed.write_text(json.dumps(config), encoding="utf-8")
+    settings = demo_index_settings.replace(retrieval_config=str(changed), data_dir=str(tmp_path))
+    with Services(settings) as services:
+        with pytest.raises(IndexMismatch, match=r"windows=25.*assistant index --rebuild"):
+            services.retriever
+    app = create_app({"SETTINGS": settings, "TESTING": True})
+    response = app.test_client().post("/question", json={"question": "Qu'est-ce qu'un VCO ?"})
+    assert response.status_code == 503 and "--rebuild" in response.get_json()["error"]
+    app.extensions["assistant"].close()
