@@ -214,7 +214,7 @@ class EngineContract:
         assert built.lexical_search("acoustique", 5) == []
 
     def test_dim_or_model_change_needs_rebuild(self, built):
-        with pytest.raises(IndexMismatch, match=r"4-dimensional.*gives 8.*--rebuild"):
+        with pytest.raises(IndexMismatch, match=r"4 dimensions.*8 dimensions.*--rebuild"):
             built.write(_indexed(CHUNKS[:1], dim=8), [], dim=8, model=MODEL)
         with pytest.raises(IndexMismatch, match="other-model"):
             built.write(_indexed(CHUNKS[:1]), [], dim=DIM, model="other-model")

@@ -79,12 +79,15 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
             try:
                 site.stop.wait(site.delays.get(self.path, 0))
                 status, body, headers = site.respond(self.path, rank)
+            finally:
+                # Done before sending: once the client has the answer it may send its next
+                # request before this thread would get to count this one out.
+                with site.lock:
+                    site.in_flight -= 1
+            try:
                 send(self, status, body, headers)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout test)
-            finally:
-                with site.lock:
-                    site.in_flight -= 1
 
         def log_message(self, *args) -> None:
             pass

@@ -156,7 +156,7 @@ def e5():
 
 @pytest.fixture
 def settings(blog, tmp_path, e5, monkeypatch):
-    monkeypatch.setattr(update, "embedder_from_settings", lambda settings: e5)
+    monkeypatch.setattr("assistant.services.Services.embedder", property(lambda self: e5))
     config = tmp_path / "retrieval.json"
     config.write_text(json.dumps({**json.loads((REPO_DIR / "assistant" / "retrieval.json")
                                                .read_text()), "passage": {"title": True}}))
