@@ -26,8 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from assistant.answering.extractive import (NO_MATCH, STOP_WORDS, detect_language, extractive_answer,
-                                            fold, split_sentences, tokens)
+from assistant.answering.extractive import NO_MATCH, detect_language, extractive_answer
 from assistant.answering.judge import JudgeWorker
 from assistant.answering.llm import Completion, LLMClient, LLMError
 from assistant.answering.prices import cost as price_cost
@@ -37,6 +36,7 @@ from assistant.conversation_log import Exchange, StoreUnavailable
 from assistant.documents import CATEGORIES
 from assistant.errors import AssistantError, EngineError, InvalidQuestion, UnknownConversation
 from assistant.retrieval import Passage, Retriever, validate_question
+from assistant.text import STOP_WORDS, fold, split_sentences, tokens
 
 log = logging.getLogger(__name__)
 
