@@ -1,38 +1,12 @@
 """Sentence-aware chunking: chunks of about ``size`` words that overlap by about ``overlap``
-words, cut only between sentences (unless one sentence alone is longer than ``size``)."""
+words, cut only between sentences (unless one sentence alone is longer than ``size``); and the
+sentence windows embedded beside each chunk. Sentences are :func:`assistant.text.split_sentences`'s,
+the ones extractive answers quote."""
 
 from __future__ import annotations
 
-import re
-
 from assistant.documents import Article, Chunk
-
-# A sentence ends at . ! ? … (and closing quotes/brackets) followed by space and a capital,
-# digit, quote or dash; decimal numbers, "env. 10", "ex. :" and "e.g." do not end one.
-_ABBREVIATIONS = {"env", "ex", "cf", "p", "pp", "vol", "n°", "no", "dr", "m", "mr", "mme",
-                  "st", "vs", "e.g", "i.e", "fig", "approx", "min", "max", "av", "apr", "j.-c"}
-_BOUNDARY = re.compile(r"(?<=[.!?…])[\"»”)\]]*\s+(?=[\"«“(\[—–-]?\s*[A-ZÀ-ÖØ-Þ0-9])")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text``; paragraph breaks always end a sentence."""
-    sentences: list[str] = []
-    for paragraph in re.split(r"\n\s*\n|\r\n\s*\r\n", text):
-        paragraph = " ".join(paragraph.split())
-        if not paragraph:
-            continue
-        start = 0
-        for match in _BOUNDARY.finditer(paragraph):
-            candidate = paragraph[start:match.start()].rstrip()
-            last_word = candidate.rsplit(" ", 1)[-1].rstrip(".").lower()
-            if last_word in _ABBREVIATIONS:
-                continue
-            sentences.append(candidate)
-            start = match.end()
-        tail = paragraph[start:].strip()
-        if tail:
-            sentences.append(tail)
-    return sentences
+from assistant.text import split_sentences
 
 
 def _split_long(sentence: str, size: int, overlap: int) -> list[str]:

@@ -6,8 +6,7 @@ import re
 
 import numpy as np
 
-from assistant.answering.extractive import (NO_MATCH, content_terms, detect_language, extractive_answer,
-                                            split_sentences)
+from assistant.answering.extractive import NO_MATCH, detect_language, extractive_answer
 
 PASSAGES = [
     {"title": "Bien régler son compresseur",
@@ -33,27 +32,6 @@ PASSAGES = [
 def sentences_with(answer: str) -> list[tuple[str, int]]:
     """(sentence, cited number) pairs of an extractive answer."""
     return [(s.strip(), int(n)) for s, n in re.findall(r"(.*?)\[(\d+)\]\.?", answer)]
-
-
-def test_sentence_splitting_keeps_numbers_and_abbreviations():
-    text = ("Les sifflantes descendent jusqu'à 3.5 kHz sur une voix grave. Réglez une attaque rapide, "
-            "env. 10 ms, ex. sur une caisse claire. Pour le streaming, visez -14 LUFS. Pourquoi ? Parce "
-            "que Spotify baisse les morceaux trop forts ! Voir J. S. Bach.\nNouvelle ligne")
-    assert split_sentences(text) == [
-        "Les sifflantes descendent jusqu'à 3.5 kHz sur une voix grave.",
-        "Réglez une attaque rapide, env. 10 ms, ex. sur une caisse claire.",
-        "Pour le streaming, visez -14 LUFS.",
-        "Pourquoi ?",
-        "Parce que Spotify baisse les morceaux trop forts !",
-        "Voir J. S. Bach.",
-        "Nouvelle ligne",
-    ]
-
-
-def test_normaliser_folds_accents_and_stems():
-    assert content_terms("Les compresseurs") == content_terms("la compression") == ["compress"]
-    assert content_terms("Égaliseur") == content_terms("egaliseurs")
-    assert content_terms("Comment est-ce que je fais ?") == []
 
 
 def test_detect_language():

@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import math
 import re
-import unicodedata
 from typing import Any, Callable, Sequence
+
 from assistant.answering.prompts import passage_field
 from assistant.language import detect_language  # noqa: F401  (part of this API)
+from assistant.text import ABBREVIATIONS, content_terms, split_sentences, tokens
 
 log = logging.getLogger(__name__)
 
@@ -23,120 +24,6 @@ NO_MATCH = {
     "fr": "Je n'ai pas trouvé la réponse à cette question dans les articles du blog.",
     "en": "I could not find the answer to this question in the blog's articles.",
 }
-
-# -- normalising -----------------------------------------------------------------------------
-
-_LIGATURES = str.maketrans({"œ": "oe", "Œ": "oe", "æ": "ae", "Æ": "ae", "ß": "ss", "’": "'", "‘": "'"})
-_TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[a-z]+")
-
-
-def fold(text: str) -> str:
-    """Lower case, ligatures expanded, accents removed: "Égaliseur Œuvre" -> "egaliseur oeuvre"."""
-    text = unicodedata.normalize("NFKD", text.translate(_LIGATURES).lower())
-    return "".join(ch for ch in text if not unicodedata.combining(ch))
-
-
-def tokens(text: str) -> list[str]:
-    """Folded words and numbers ("3,5" and "3.5" both give "3.5"); apostrophes split words."""
-    return [t.replace(",", ".") for t in _TOKEN.findall(fold(text))]
-
-
-STOP_WORDS = frozenset("""
-a au aux avec ce ceci cela ces cet cette ci c ca comme comment dans de des du d elle elles en
-entre est et etre ete etes eu faire fais fait faites font faut il ils je j l la le les leur leurs lui ma mais me
-meme mes m moi mon n ne nos notre nous on ont ou par pas peu peut peuvent plus pour pourquoi
-quand que quel quelle quelles quels qui quoi qu sa sans se ses si son sont sous sur s ta te tes
-toi ton tous tout toute toutes tres trop tu t un une vos votre vous y avoir ai as avons avez
-suis sommes sera seront dois doit doivent devrait peux pouvez veux veut va vais vont aussi alors
-ainsi donc car ni or deja encore ici la voici voila bien tres chaque autre autres apres avant
-combien lequel laquelle lesquels dont cas fois etc ex env cf oui non explique expliquer
-the a an and or but if of to in on at by for with without from into about as is are was were be
-been being do does did done have has had having can could should would will shall may might must
-i me my we our you your he she it its they them their this that these those there here what
-which who whom whose why how when where whats hows not no yes so than then too very just also
-more most some any each other such only own same both few all get got use using used explain
-""".split())
-
-
-def _stem(word: str) -> str:
-    """A very light French/English stemmer: enough for plurals and common derivations
-    (compresseur / compresseurs / compression / compressor -> "compress")."""
-    if len(word) <= 3 or word[0].isdigit():
-        return word
-    for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            if suffix == "s" and word.endswith("ss"):
-                continue
-            return word[: -len(suffix)]
-    return word
-
-
-_SUFFIXES = sorted("""
-issements issement ations ation ements ement ments ment atrices atrice ateurs ateur euses euse
-eurs eur ions ion ings ing ables able ibles ible iques ique ismes isme istes iste ives ive ifs
-if ees ee es er ez ed ors or ages age ies ly s x e
-""".split(), key=len, reverse=True)
-
-
-def content_terms(text: str) -> list[str]:
-    """Stemmed content words of ``text``, stop words removed, in order, without repeats."""
-    seen: dict[str, None] = {}
-    for tok in tokens(text):
-        if tok in STOP_WORDS or (len(tok) < 2 and not tok.isdigit()):
-            continue
-        seen.setdefault(_stem(tok), None)
-    return list(seen)
-
-
-# -- language: see assistant.language (re-exported here) ------------------------------
-
-
-# -- sentences -------------------------------------------------------------------------------
-
-# Words that a period does not end ("env. 10 ms", "ex. un de-esser", "cf. l'article").
-ABBREVIATIONS = frozenset("""env ex cf p pp fig vol no n° m mme mlle mm dr pr st ste vs approx
-av apr e.g i.e eg ie mr mrs resp réf ref nb n.b éd ed chap art""".split())
-
-_BOUNDARY = re.compile(r"([.!?…]+)([\"'»”’)\]]*)(\s+)")
-_STARTS_SENTENCE = re.compile(r"[A-ZÀ-ÖØ-Þ0-9«\"“(\-–—•*]")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split prose into sentences: French spacing before ? and !, abbreviations ("env.",
-    "ex.", "cf."), initials and decimals ("3.5 kHz", "-14 LUFS.") are handled."""
-    sentences: list[str] = []
-    for block in re.split(r"\s*\n\s*", text or ""):
-        start = 0
-        for m in _BOUNDARY.finditer(block):
-            end = m.end()
-            if end >= len(block):
-                break
-            punct, nxt = m.group(1), block[end]
-            if not ("!" in punct or "?" in punct):  # ".", "…": only before a capital, a digit…
-                if not _STARTS_SENTENCE.match(nxt):
-                    continue
-                before = re.search(r"(\S+)$", block[start:m.start()])
-                word = before.group(1).lstrip("([«\"“'") if before else ""
-                if punct == "." and (word.lower() in ABBREVIATIONS or re.fullmatch(r"[A-ZÀ-Þ]", word)):
-                    continue
-            sentences.append(block[start:m.end(2)].strip())
-            start = end
-        sentences.append(block[start:].strip())
-    # A fragment without letters ("1.", "2)") belongs to the sentence after it.
-    merged: list[str] = []
-    carry = ""
-    for s in sentences:
-        if not s:
-            continue
-        if not re.search(r"[^\W\d_]", s):
-            carry = f"{carry} {s}".strip()
-            continue
-        merged.append(f"{carry} {s}".strip() if carry else s)
-        carry = ""
-    if carry:
-        merged.append(carry)
-    return merged
-
 
 # -- answering -------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import logging
 import re
 from typing import Sequence
 
-from assistant.answering.extractive import STOP_WORDS, fold
+from assistant.text import STOP_WORDS, fold
 from assistant.answering.llm import Completion, LLMClient
 from assistant.answering.prompts import build_rewrite_messages
 from assistant.answering.request import validate_question

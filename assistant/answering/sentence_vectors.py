@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from assistant.answering.extractive import split_sentences, tokens
+from assistant.text import split_sentences, tokens
 from assistant.documents import Chunk
 from assistant.embeddings import Embedder, EmbeddingCache, embed_passages_cached
 
