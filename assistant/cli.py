@@ -45,6 +45,16 @@ def cli(ctx: click.Context, env_file: str) -> None:
         raise click.ClickException(str(e)) from None
 
 
+def _checked_text(**values):
+    """Command-line text is the boundary too: an undecodable byte in an argument arrives as a
+    lone surrogate (Python's surrogateescape), which the embedder and the log cannot take."""
+    from assistant.safe_text import check_text
+
+    for name, value in values.items():
+        if value is not None:
+            check_text(value, name.replace("_", " "))
+
+
 def _with(settings, **changes):
     """The settings with the options the user gave (None: not given)."""
     return settings.replace(**{k: v for k, v in changes.items() if v is not None})
@@ -116,6 +126,7 @@ class _Busy(click.ClickException):
 @reports_errors
 def search_command(settings, question, top, mode, category, as_json):
     """Print the best passages for QUESTION and the articles they come from."""
+    _checked_text(question=question, category=category)
     ask = Ask.parse(question, category=category)
     with Services(settings) as services:
         passages = services.retriever.search(ask.question, top, mode=mode,
@@ -161,13 +172,15 @@ def ensure_index(services: Services, index_if_empty: bool) -> None:
 def serve_command(settings, host, port, threads, index_if_empty, warm):
     """Serve the chat page, the dashboard and the JSON API with waitress.
 
+    Connection limits and timeouts: MAX_CONNECTIONS, CHANNEL_TIMEOUT, REQUEST_TIMEOUT. SIGTERM
+    or Ctrl+C drains: no new connection, requests under way finish (SHUTDOWN_TIMEOUT), exit 0.
+
     \b
     Example:
         assistant serve --index-if-empty        # then open http://127.0.0.1:5000/
     """
-    import waitress
-
     from assistant.web import create_app
+    from assistant.web.serving import build_server, serve
 
     settings = _with(settings, host=host, port=port, threads=threads)
     app = create_app({"SETTINGS": settings})
@@ -176,24 +189,18 @@ def serve_command(settings, host, port, threads, index_if_empty, warm):
         ensure_index(services, index_if_empty)
         services.warm_up(sentences=warm)  # the index and the model, before the first visitor
         try:
-            server = waitress.create_server(app, host=settings.host, port=settings.port,
-                                            threads=settings.threads, ident="arsonor-assistant")
+            server = build_server(app, settings)
         except OSError as e:
             raise click.ClickException(
                 f"cannot listen on {settings.host}:{settings.port}: {e}") from None
-        port = getattr(server, "effective_port", settings.port)
         shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-        click.echo(f"Arsonor Assistant: open http://{shown}:{port}/  "
+        click.echo(f"Arsonor Assistant: open http://{shown}:{server.effective_port}/  "
                    f"(answers: {services.describe_answers()}; log: {services.store.backend}; "
-                   f"{settings.threads} threads; Ctrl+C to stop)")
-        try:
-            server.run()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.close()
+                   f"{settings.threads} threads; Ctrl+C or SIGTERM to stop)")
+        serve(server, settings.shutdown_timeout)  # returns once drained
+        click.echo("Arsonor Assistant: stopped", err=True)
     finally:
-        services.close()
+        services.close()  # the conversation log and the spool, after the last request
 
 
 @cli.command("ask")
@@ -213,6 +220,7 @@ def ask_command(settings, question, category, conversation_id, as_json):
         assistant ask "Quel niveau LUFS viser pour Spotify ?"
         assistant ask "What is a VCO?" --json
     """
+    _checked_text(question=question, category=category, conversation_id=conversation_id)
     ask = Ask.parse(question, conversation_id, category)
     with Services(settings.replace(judge_enabled=False)) as services:
         result = services.assistant.answer(ask)

@@ -71,6 +71,11 @@ class Settings:
     port: int = 5000
     threads: int = 8
     log_json: bool = False
+    # -- serving against hostile clients (issue 10): assistant/web/serving.py --
+    max_connections: int = 1000  # open connections at most (slow clients cost one each)
+    channel_timeout: float = 60.0  # an idle connection is closed after this many seconds
+    request_timeout: float = 30.0  # a request must arrive whole within this many seconds
+    shutdown_timeout: float = 20.0  # SIGTERM: requests under way get this long to finish
 
     @property
     def embedded_file(self) -> Path:

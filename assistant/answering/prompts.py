@@ -111,14 +111,28 @@ def format_history(history: Iterable[Any] | None) -> str:
     return "\n".join(lines)
 
 
+# Each passage is fenced: ⟦passage n⟧ … ⟦/passage n⟧. The system prompt says the fenced text is
+# quoted data, never instructions. The fence characters are replaced by plain brackets in
+# whatever goes inside, so no passage (a page anyone can edit upstream) can close its fence
+# early and write outside it.
+FENCE_OPEN, FENCE_CLOSE = "\u27e6", "\u27e7"  # ⟦ ⟧: never in the blog's text
+
+
+def _fenced_text(text: str) -> str:
+    return text.replace(FENCE_OPEN, "[").replace(FENCE_CLOSE, "]")
+
+
 def format_passages(passages: Sequence[Any]) -> str:
-    """Passages numbered from 1: "[n] Title — url" then the text."""
+    """Passages numbered from 1, each fenced: "⟦passage n⟧", "[n] Title — url", the text,
+    "⟦/passage n⟧"."""
     blocks = []
     for number, p in enumerate(passages, 1):
         title = passage_field(p, "title") or "(untitled)"
         url = passage_field(p, "url")
         text = " ".join(passage_field(p, "text", "chunk", "content").split())
-        blocks.append(f"[{number}] {title}" + (f" — {url}" if url else "") + f"\n{text}")
+        quoted = _fenced_text(f"[{number}] {title}" + (f" — {url}" if url else "") + f"\n{text}")
+        blocks.append(f"{FENCE_OPEN}passage {number}{FENCE_CLOSE}\n{quoted}\n"
+                      f"{FENCE_OPEN}/passage {number}{FENCE_CLOSE}")
     return "\n\n".join(blocks) if blocks else "(no passage found)"
 
 

@@ -20,6 +20,7 @@ from assistant.answering.llm import LLMError
 from assistant.answering.request import Ask, normalise_id
 from assistant.conversation_log import StoreUnavailable
 from assistant.errors import AssistantError, EngineError, InvalidInput, NotFound
+from assistant.safe_text import check_strings
 from assistant.web.openapi import openapi_document
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,8 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def json_body(allowed: tuple[str, ...], required: tuple[str, ...]) -> dict:
-    """The request's JSON object, checked for content type, syntax and field names."""
+    """The request's JSON object, checked for content type, syntax, depth, Unicode (no lone
+    surrogate, no NUL anywhere) and field names: the one place a body becomes data."""
     if not request.is_json:
         got = request.mimetype or "none"
         raise ApiError(415, f"Content-Type must be application/json (got {got})")
@@ -119,11 +121,16 @@ def json_body(allowed: tuple[str, ...], required: tuple[str, ...]) -> dict:
         body = json.loads(raw)
     except UnicodeDecodeError:
         raise ApiError(400, "the body is not valid UTF-8 JSON") from None
+    except RecursionError:  # [[[[… a thousand levels deep: the decoder's stack runs out
+        raise ApiError(400, "the body is nested too deeply to be a request") from None
     except ValueError as e:
         detail = f"{e.msg} at line {e.lineno}, column {e.colno}" if hasattr(e, "msg") else str(e)
         raise ApiError(400, f"the body is not valid JSON ({detail})") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the body must be a JSON object, not {_json_type(body)}")
+    # "\ud800" and "\u0000" are valid JSON but no text downstream takes them: refused here,
+    # once, for every field of every endpoint (questions, ids, categories, comments).
+    check_strings(body)
     unknown = [k for k in body if k not in allowed]
     if unknown:
         raise ApiError(400, f"unknown field(s) {', '.join(map(repr, unknown))}; "

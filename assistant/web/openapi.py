@@ -1,155 +1,204 @@
-"""The OpenAPI 3.1 description of the JSON API, served at ``GET /openapi.json``."""
+"""The OpenAPI 3.1 description of the service, served at ``GET /openapi.json``.
+
+Laid out so that a change is one line:
+
+* a field: one line in its schema under :data:`SCHEMAS` (``"covered": {"type": "boolean"}``,
+  plus its name in ``required`` when every reply carries it);
+* a status of one endpoint: one line in that operation's ``responses``
+  (``"429": _error("Too many questions from this address.")``); a status every endpoint can
+  give: one line in :data:`COMMON_ERRORS`;
+* an endpoint: one entry in :func:`paths` (``"/logout": {"post": _operation(...)}``);
+* a server-sent event: one line in :data:`SSE_EVENTS` (the grammar below follows).
+
+Every response carries ``X-Request-ID``. The SSE reply of ``POST /question`` is described as
+``text/event-stream`` with a ``pattern`` (the event grammar) and ``x-sse-events`` (each
+event's name and the JSON schema of its ``data``): see :func:`check_sse` for the checker the
+fuzzing uses.
+"""
 
 from __future__ import annotations
+
+import json
+import re
 
 from assistant.conversation_log.store import MAX_COMMENT_CHARS
 from assistant.documents import CATEGORIES
 from assistant.answering.request import MAX_QUESTION_CHARS
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
+HEX_ID = "^[0-9a-fA-F]{32}$"
 
 
-def _error(description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
-_COMMON_ERRORS = {
-    "405": _error("Method not allowed on this path."),
+_HEADERS = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
+
+
+def _response(description: str, media: dict | None = None, **headers: dict) -> dict:
+    response = {"description": description, "headers": {**_HEADERS, **headers}}
+    if media:
+        response["content"] = media
+    return response
+
+
+def _json(schema: dict, description: str, **headers: dict) -> dict:
+    return _response(description, {"application/json": {"schema": schema}}, **headers)
+
+
+def _error(description: str, **headers: dict) -> dict:
+    return _json(_ref("Error"), description, **headers)
+
+
+def _text(media_type: str, description: str) -> dict:
+    return _response(description, {media_type: {"schema": {"type": "string"}}})
+
+
+# Statuses any request can get, from the app or from the HTTP server itself (malformed request
+# line or headers, headers or body too large: JSON too, see assistant/web/serving.py).
+COMMON_ERRORS = {
+    "400": _error("Malformed request: the request line, a header or the body cannot be read."),
+    "405": _error("Method not allowed on this path.",
+                  Allow={"description": "The methods the path accepts.",
+                         "schema": {"type": "string"}}),
+    "413": _error("Request body too large (the app refuses more than 64 KB)."),
+    "431": _error("Request header fields too large."),
     "500": _error("Unexpected server error (logged with the request id)."),
 }
-_BODY_ERRORS = {
-    "400": _error("Invalid body: not JSON, not an object, missing/empty/too long fields, wrong "
-                  "types, unknown fields (named in the message), bad conversation id or category."),
-    "413": _error("Body larger than 64 KB."),
+BODY_ERRORS = {
+    "400": _error("Invalid body: not JSON, not an object, nested too deeply, text that is not "
+                  "valid Unicode (a lone surrogate such as \\ud800) or holds a NUL character, "
+                  "missing/empty/too long fields, wrong types, unknown fields (named in the "
+                  "message), bad conversation id or category; or a malformed request."),
     "415": _error("Content-Type is not application/json."),
 }
 
+# The server-sent events of a streamed answer, in order: sources, token (repeated), then done
+# or error. name -> the JSON schema of the event's data line.
+SSE_EVENTS = {
+    "sources": _ref("StreamSources"),
+    "token": _ref("StreamToken"),
+    "done": _ref("Answer"),
+    "error": _ref("StreamError"),
+}
+# One event: "event: <name>\ndata: <one line of JSON>\n\n"; the stream is one or more.
+SSE_PATTERN = (r"^(event: (" + "|".join(SSE_EVENTS) + r")\ndata: [^\n]+\n\n)+$")
 
-def _json(schema: dict, description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+def _operation(operation_id: str, summary: str, responses: dict, *, description: str = "",
+               body: str | None = None, parameters: list | None = None,
+               common: dict = COMMON_ERRORS) -> dict:
+    operation = {"operationId": operation_id, "summary": summary}
+    if description:
+        operation["description"] = description
+    if parameters:
+        operation["parameters"] = parameters
+    if body:
+        operation["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": _ref(body)}}}
+        responses = {**BODY_ERRORS, **responses}
+    operation["responses"] = {**common, **responses}
+    return operation
 
 
-def openapi_document(version: str = "0.1.0") -> dict:
-    answer_ref = {"$ref": "#/components/schemas/Answer"}
+def paths() -> dict:
+    answer_ref = _ref("Answer")
     return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Arsonor Assistant API",
-            "version": version,
-            "description": (
-                "Answers French/English questions about home-studio audio from the articles of "
-                "the Arsonor blog, citing them as [n] (n = position in `sources`). Every error "
-                "is a JSON object `{\"error\": \"...\"}`. Every response carries an "
-                "`X-Request-ID` header (the request's own when it sent a sane one)."),
-        },
-        "paths": {
-            "/question": {
-                "post": {
-                    "operationId": "askQuestion",
-                    "summary": "Answer a question (optionally a follow-up in a conversation).",
-                    "description": (
-                        "JSON by default. With `Accept: text/event-stream` or `?stream=1` the "
-                        "answer is streamed as server-sent events: `sources` "
-                        "(`{conversation_id, exchange_id, sources}`), then `token` (`{text}`) repeated, "
-                        "then "
-                        "`done` (the Answer object), or `error` (`{error, status}`) if the LLM "
-                        "fails mid-way. Errors found before the stream starts are plain JSON "
-                        "errors with their HTTP status."),
-                    "parameters": [{
-                        "name": "stream", "in": "query", "required": False,
-                        "description": "1/true: stream the answer as server-sent events.",
-                        "schema": {"type": "string", "enum": ["1", "true", "0", "false"]},
-                    }],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {
-                            "schema": {"$ref": "#/components/schemas/QuestionRequest"}}},
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "The answer and its sources.",
-                            "content": {
-                                "application/json": {"schema": answer_ref},
-                                "text/event-stream": {
-                                    "schema": {"type": "string",
-                                               "description": "SSE: sources, token…, done | error"}},
-                            },
-                        },
-                        **_BODY_ERRORS,
-                        "404": _error("Unknown conversation_id."),
-                        "502": _error("The LLM failed or could not be reached (the exchange is "
-                                      "logged with status llm_error)."),
-                        "503": _error("The search engine is unavailable (no index, cannot be "
-                                      "read or reached), or a follow-up's conversation cannot "
-                                      "be read while the conversation log is down."),
-                        **_COMMON_ERRORS,
-                    },
-                },
-            },
-            "/feedback": {
-                "post": {
-                    "operationId": "giveFeedback",
-                    "summary": "Thumbs up (1) or down (-1) on one answer.",
-                    "description": (
-                        "Names the answer by its `exchange_id` (every reply carries one, in the "
-                        "JSON answer and in the stream's `sources` and `done` events). A "
-                        "`conversation_id` alone rates that conversation's latest answer; with "
-                        "both, the exchange must belong to the conversation."),
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {
-                            "schema": {"$ref": "#/components/schemas/FeedbackRequest"}}},
-                    },
-                    "responses": {
-                        "200": _json({"$ref": "#/components/schemas/FeedbackResponse"}, "Stored."),
-                        "202": _json({"$ref": "#/components/schemas/FeedbackResponse"},
-                                     "Accepted: the conversation log is down, the feedback is "
-                                     "spooled and stored when it is back."),
-                        **_BODY_ERRORS,
-                        "404": _error("Unknown exchange_id or conversation_id, or an exchange "
-                                      "of another conversation."),
-                        **_COMMON_ERRORS,
-                    },
-                },
-            },
-            "/health": {
-                "get": {
-                    "operationId": "health",
-                    "summary": "State of the search engine, the conversation log and the LLM.",
-                    "responses": {
-                        "200": _json({"$ref": "#/components/schemas/Health"},
-                                     "Engine and database are up (an LLM missing is not an "
-                                     "error: answers are then extractive)."),
-                        "503": _json({"$ref": "#/components/schemas/Health"},
-                                     "The engine or the database is down (same shape)."),
-                        **_COMMON_ERRORS,
-                    },
-                },
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    "summary": "Prometheus metrics (text exposition format).",
-                    "responses": {
-                        "200": {"description": "Metrics.",
-                                "content": {"text/plain": {"schema": {"type": "string"}}}},
-                        **_COMMON_ERRORS,
-                    },
-                },
-            },
-            "/openapi.json": {
-                "get": {
-                    "operationId": "openapi",
-                    "summary": "This document.",
-                    "responses": {
-                        "200": _json({"type": "object"}, "OpenAPI 3.1 document."),
-                        **_COMMON_ERRORS,
-                    },
-                },
-            },
-        },
-        "components": {
-            "schemas": {
+        "/question": {"post": _operation(
+            "askQuestion", "Answer a question (optionally a follow-up in a conversation).",
+            description=(
+                "JSON by default. With `Accept: text/event-stream` or `?stream=1` the answer is "
+                "streamed as server-sent events (see `x-sse-events`): `sources` first, then "
+                "`token` (`{text}`) repeated, then `done` (the Answer object), or `error` "
+                "(`{error, status}`) if the LLM fails mid-way. Errors found before the stream "
+                "starts are plain JSON errors with their HTTP status."),
+            parameters=[{
+                "name": "stream", "in": "query", "required": False,
+                "description": "1/true/yes/on: stream the answer as server-sent events; "
+                               "0/false/no/off: JSON; absent: the Accept header decides.",
+                "schema": {"type": "string",
+                           "enum": ["1", "true", "yes", "on", "0", "false", "no", "off"]},
+            }],
+            body="QuestionRequest",
+            responses={
+                "200": _response("The answer and its sources.", {
+                    "application/json": {"schema": answer_ref},
+                    "text/event-stream": {"schema": {
+                        "type": "string", "pattern": SSE_PATTERN,
+                        "description": "Server-sent events: sources, token..., done | error.",
+                        "x-sse-events": SSE_EVENTS}},
+                }),
+                "404": _error("Unknown conversation_id."),
+                "502": _error("The LLM failed or could not be reached (the exchange is logged "
+                              "with status llm_error)."),
+                "503": _error("The search engine is unavailable (no index, cannot be read or "
+                              "reached), or a follow-up's conversation cannot be read while "
+                              "the conversation log is down."),
+            })},
+        "/feedback": {"post": _operation(
+            "giveFeedback", "Thumbs up (1) or down (-1) on one answer.",
+            description=(
+                "Names the answer by its `exchange_id` (every reply carries one, in the JSON "
+                "answer and in the stream's `sources` and `done` events). A `conversation_id` "
+                "alone rates that conversation's latest answer; with both, the exchange must "
+                "belong to the conversation."),
+            body="FeedbackRequest",
+            responses={
+                "200": _json(_ref("FeedbackResponse"), "Stored."),
+                "202": _json(_ref("FeedbackResponse"),
+                             "Accepted: the conversation log is down, the feedback is spooled "
+                             "and stored when it is back."),
+                "404": _error("Unknown exchange_id or conversation_id, or an exchange of "
+                              "another conversation."),
+            })},
+        "/health": {"get": _operation(
+            "health", "State of the search engine, the conversation log and the LLM.",
+            responses={
+                "200": _json(_ref("Health"), "Engine and database are up (an LLM missing is "
+                             "not an error: answers are then extractive).",
+                             **{"Cache-Control": {"schema": {"type": "string",
+                                                             "const": "no-store"}}}),
+                "503": _json(_ref("Health"), "The engine or the database is down (same shape)."),
+            })},
+        "/metrics": {"get": _operation(
+            "metrics", "Prometheus metrics (text exposition format).",
+            responses={"200": _text("text/plain", "Metrics.")})},
+        "/openapi.json": {"get": _operation(
+            "openapi", "This document.",
+            responses={"200": _json({"type": "object"}, "OpenAPI 3.1 document.")})},
+        "/": {"get": _operation(
+            "chatPage", "The chat page (HTML).",
+            responses={"200": _text("text/html", "The page.")})},
+        "/dashboard": {"get": _operation(
+            "dashboardPage", "The monitoring dashboard (HTML).",
+            responses={"200": _text("text/html", "The page.")})},
+        "/dashboard/data": {"get": _operation(
+            "dashboardData", "The dashboard's figures over the last `hours`.",
+            parameters=[
+                {"name": "hours", "in": "query", "required": False,
+                 "description": "Period, in hours (default 24).", "schema": {"type": "string"}},
+                {"name": "bucket", "in": "query", "required": False,
+                 "description": "Seconds per point of the time series.",
+                 "schema": {"type": "string"}},
+            ],
+            responses={
+                "200": _json({"type": "object"}, "Volumes, feedback, relevance, latency, "
+                             "tokens and cost, with their time series."),
+                "400": _error("hours or bucket is not a number, or out of range."),
+                "503": _error("The conversation log is unavailable."),
+            })},
+        "/articles/{article_id}": {"get": _operation(
+            "articlePage", "One article of the indexed corpus (HTML), as sources link to it.",
+            parameters=[{"name": "article_id", "in": "path", "required": True,
+                         "schema": {"type": "string"}}],
+            responses={
+                "200": _text("text/html", "The article."),
+                "404": _text("text/html", "No such article."),
+            })},
+    }
+
+
+SCHEMAS = {
                 "Error": {
                     "type": "object",
                     "required": ["error"],
@@ -253,6 +302,75 @@ def openapi_document(version: str = "0.1.0") -> dict:
                                                "detail": {"type": ["string", "null"]}}},
                     },
                 },
-            },
+    "StreamSources": {
+        "type": "object",
+        "required": ["conversation_id", "exchange_id", "sources"],
+        "properties": {"conversation_id": {"type": "string"},
+                       "exchange_id": {"type": "string"},
+                       "sources": {"type": "array", "items": _ref("Source")}},
+    },
+    "StreamToken": {
+        "type": "object", "required": ["text"], "properties": {"text": {"type": "string"}},
+    },
+    "StreamError": {
+        "type": "object",
+        "required": ["error", "status"],
+        "properties": {"error": {"type": "string"},
+                       "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                       "exchange_id": {"type": "string"}},
+    },
+}
+
+HEADERS = {
+    "X-Request-ID": {
+        "description": "The request's id: the one it sent when sane, else a new one; in the "
+                       "server's log lines of this request.",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:\\-]{1,128}$"},
+    },
+}
+
+
+def openapi_document(version: str = "0.1.0") -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Arsonor Assistant API",
+            "version": version,
+            "description": (
+                "Answers French/English questions about home-studio audio from the articles of "
+                "the Arsonor blog, citing them as [n] (n = position in `sources`). Every error "
+                "is a JSON object `{\"error\": \"...\"}`, those of the HTTP server itself "
+                "(malformed requests) included. Every response carries an `X-Request-ID` "
+                "header (the request's own when it sent a sane one)."),
         },
+        "paths": paths(),
+        "components": {"schemas": SCHEMAS, "headers": HEADERS},
     }
+
+
+# -- the SSE checker ---------------------------------------------------------------------------
+
+def parse_sse(text: str) -> list[tuple[str, dict]]:
+    """(event, data) pairs of a server-sent events body that follows :data:`SSE_PATTERN`.
+    :raises ValueError: saying how the body breaks the grammar."""
+    if not re.fullmatch(SSE_PATTERN, text):
+        raise ValueError(f"the stream does not follow the event grammar: {text[:200]!r}")
+    events = []
+    for block in text.split("\n\n")[:-1]:
+        name_line, data_line = block.split("\n")
+        events.append((name_line[len("event: "):], json.loads(data_line[len("data: "):])))
+    return events
+
+
+def check_sse(text: str, validate) -> list[tuple[str, dict]]:
+    """Check a streamed answer against the document: the grammar, each event's data against
+    its schema (``validate(data, schema)`` raises on a mismatch, e.g. with jsonschema), and
+    the order (``sources`` first, ``token``s, one final ``done`` or ``error``)."""
+    events = parse_sse(text)
+    names = [name for name, _ in events]
+    if names[0] != "sources" or names[-1] not in ("done", "error") \
+            or any(n != "token" for n in names[1:-1]):
+        raise ValueError(f"events out of order: {names}")
+    for name, data in events:
+        validate(data, SSE_EVENTS[name])
+    return events

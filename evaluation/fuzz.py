@@ -1,0 +1,222 @@
+"""Schema fuzzing of a real ``assistant serve`` with schemathesis, against its own /openapi.json.
+
+    python -m evaluation.fuzz --requests 5000 [--seed 1] [--url http://127.0.0.1:5000]
+
+Without ``--url`` it starts ``assistant serve`` in a subprocess (waitress and the app, as in
+production: the errors the HTTP server writes itself are fuzzed too) over the configured index
+— the demo corpus, indexed first if the index is empty — with a throw-away data directory
+(conversation log, spool) and extractive answers. Requests are shared out over the document's
+operations, half valid data, half invalid (schemathesis' positive and negative modes). Every
+response is checked: not a 5xx; its status, content type, headers and body as the document
+says; and a streamed answer against the document's event grammar and event schemas
+(:func:`assistant.web.openapi.check_sse`). Prints a JSON summary; exit 1 on any failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assistant.config import REPO_DIR
+from evaluation.ports import free_port
+
+
+@dataclass
+class FuzzReport:
+    requests: int = 0
+    seconds: float = 0.0
+    statuses: collections.Counter = field(default_factory=collections.Counter)
+    server_errors: int = 0
+    failures: list[str] = field(default_factory=list)
+    streams_checked: int = 0
+    per_operation: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"requests": self.requests, "seconds": round(self.seconds, 1),
+                "requests_per_second": round(self.requests / self.seconds, 1) if self.seconds else None,
+                "server_errors_5xx": self.server_errors,
+                "schema_failures": len(self.failures),
+                "streams_checked": self.streams_checked,
+                "statuses": dict(sorted((str(k), v) for k, v in self.statuses.items())),
+                "per_operation": self.per_operation,
+                "first_failures": self.failures[:10]}
+
+
+def _validator(document: dict):
+    """``validate(data, schema)`` resolving ``#/components/...`` references of ``document``."""
+    import jsonschema_rs
+
+    cache: dict[str, object] = {}
+
+    def validate(data, schema: dict) -> None:
+        key = json.dumps(schema, sort_keys=True)
+        if key not in cache:
+            cache[key] = jsonschema_rs.validator_for(
+                {**schema, "components": document["components"]})
+        cache[key].validate(data)
+
+    return validate
+
+
+def fuzz(base_url: str, requests: int, seed: int = 1) -> FuzzReport:
+    """Fuzz the server at ``base_url`` with about ``requests`` requests."""
+    import hypothesis
+    import requests as http
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance, response_headers_conformance, response_schema_conformance,
+        status_code_conformance)
+
+    from assistant.web.openapi import check_sse
+
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+              response_headers_conformance, response_schema_conformance]
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+    document = http.get(f"{base_url}/openapi.json", timeout=10).json()
+    validate = _validator(document)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    report = FuzzReport()
+    session = http.Session()
+    started = time.monotonic()
+    share = max(1, requests // (2 * len(operations)))
+    for operation in operations:
+        label = f"{operation.method.upper()} {operation.path}"
+        before = report.requests
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(max_examples=share, deadline=None, database=None, derandomize=False,
+                      phases=[Phase.explicit, Phase.generate],
+                      suppress_health_check=list(HealthCheck))
+            def one(case):
+                if report.requests - before >= 2 * share:
+                    return
+                try:
+                    response = case.call(base_url=base_url, session=session, timeout=60)
+                except http.RequestException as e:  # the server dropped us: a failure too
+                    report.failures.append(f"{label}: no response ({type(e).__name__}: {e})")
+                    report.requests += 1
+                    return
+                report.requests += 1
+                report.statuses[response.status_code] += 1
+                if response.status_code >= 500:
+                    report.server_errors += 1
+                try:
+                    case.validate_response(response, checks=checks)
+                    if response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                        check_sse(response.text, validate)
+                        report.streams_checked += 1
+                except Exception as e:  # noqa: BLE001 - every failed check is counted
+                    report.failures.append(f"{label} -> {response.status_code}: "
+                                           f"{' '.join(str(e).split())[:600]}")
+
+            hypothesis.seed(seed)(one)()
+        report.per_operation[label] = report.requests - before
+    report.seconds = time.monotonic() - started
+    return report
+
+
+class ServedApp:
+    """``assistant serve`` in a subprocess on a free port, over ``env`` (stopped by SIGTERM)."""
+
+    def __init__(self, env: dict[str, str], *, args: tuple[str, ...] = (), cwd: Path = REPO_DIR,
+                 log_path: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env, "PYTHONPATH": str(REPO_DIR)}
+        self.args = args
+        self.cwd = cwd
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "ServedApp":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 600) -> None:
+        out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "assistant.cli", "--env-file", "/dev/null", "serve",
+             "--host", "127.0.0.1", "--port", str(self.port), "--index-if-empty", "--no-warm",
+             *self.args],
+            env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"assistant serve exited with {self.process.returncode}"
+                                   + (f"; see {self.log_path}" if self.log_path else ""))
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=5):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"assistant serve did not answer within {timeout:.0f} s")
+
+    def terminate(self) -> None:
+        """Send SIGTERM (what ``docker stop`` sends)."""
+        self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 60) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def serve_env(data_dir: Path, **more: str) -> dict[str, str]:
+    """The environment of a served app over the configured index (DATA_DIR, EMBEDDED_PATH,
+    EMBEDDING_CACHE of the caller), with its own conversation log and spool in ``data_dir``
+    and extractive answers."""
+    from assistant.config import load_settings
+
+    settings = load_settings()
+    return {"DATA_DIR": str(data_dir), "EMBEDDED_PATH": str(settings.embedded_file.resolve()),
+            "EMBEDDING_CACHE": str(settings.embedding_cache_file.resolve()),
+            "SOURCE": str(Path(settings.source).resolve()) if not settings.source.startswith(
+                "http") else settings.source,
+            "ENGINE": "embedded", "DATABASE_URL": "", "OPENAI_API_KEY": "",
+            "OPENAI_BASE_URL": "", "JUDGE_ENABLED": "false", **more}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--url", help="Fuzz this running server instead of starting one.")
+    args = parser.parse_args(argv)
+    if args.url:
+        report = fuzz(args.url.rstrip("/"), args.requests, args.seed)
+    else:
+        data_dir = Path(tempfile.mkdtemp(prefix="fuzz-"))
+        try:
+            with ServedApp(serve_env(data_dir), log_path=data_dir / "serve.log") as app:
+                report = fuzz(app.url, args.requests, args.seed)
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    return 0 if not report.server_errors and not report.failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
