@@ -40,6 +40,7 @@ class FuzzReport:
     server_errors: int = 0
     failures: list[str] = field(default_factory=list)
     streams_checked: int = 0
+    streams_cut: int = 0  # of which only the first events were read
     per_operation: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -48,9 +49,15 @@ class FuzzReport:
                 "server_errors_5xx": self.server_errors,
                 "schema_failures": len(self.failures),
                 "streams_checked": self.streams_checked,
+                "streams_read_in_part": self.streams_cut,
                 "statuses": dict(sorted((str(k), v) for k, v in self.statuses.items())),
                 "per_operation": self.per_operation,
                 "first_failures": self.failures[:10]}
+
+
+def _content_type(response) -> str:
+    value = response.headers.get("content-type") or ""  # schemathesis: lower-case, a list
+    return (value[0] if isinstance(value, list) and value else value) or ""
 
 
 def _validator(document: dict):
@@ -69,9 +76,17 @@ def _validator(document: dict):
     return validate
 
 
+# Valid requests sent before the generated ones, so that answers, streams and feedback on a
+# real exchange are always among what is checked (random text rarely makes a good question).
+QUESTIONS = ["Qu'est-ce qu'un VCO ?", "How do I set the attack of a compressor?",
+             "Comment régler un filtre passe-bas ?"]
+
+
 def fuzz(base_url: str, requests: int, seed: int = 1) -> FuzzReport:
-    """Fuzz the server at ``base_url`` with about ``requests`` requests."""
+    """Fuzz the server at ``base_url`` with at least ``requests`` requests: a few valid ones,
+    then rounds of generated ones (valid and invalid) over every operation of the document."""
     import hypothesis
+    import hypothesis.errors
     import requests as http
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
@@ -88,44 +103,78 @@ def fuzz(base_url: str, requests: int, seed: int = 1) -> FuzzReport:
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     document = http.get(f"{base_url}/openapi.json", timeout=10).json()
     validate = _validator(document)
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = {f"{op.method.upper()} {op.path}": op
+                  for op in (result.ok() for result in schema.get_all_operations())}
     report = FuzzReport()
     session = http.Session()
     started = time.monotonic()
-    share = max(1, requests // (2 * len(operations)))
-    for operation in operations:
-        label = f"{operation.method.upper()} {operation.path}"
-        before = report.requests
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
-            @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=share, deadline=None, database=None, derandomize=False,
-                      phases=[Phase.explicit, Phase.generate],
-                      suppress_health_check=list(HealthCheck))
-            def one(case):
-                if report.requests - before >= 2 * share:
-                    return
-                try:
-                    response = case.call(base_url=base_url, session=session, timeout=60)
-                except http.RequestException as e:  # the server dropped us: a failure too
-                    report.failures.append(f"{label}: no response ({type(e).__name__}: {e})")
-                    report.requests += 1
-                    return
-                report.requests += 1
-                report.statuses[response.status_code] += 1
-                if response.status_code >= 500:
-                    report.server_errors += 1
-                try:
-                    case.validate_response(response, checks=checks)
-                    if response.headers.get("Content-Type", "").startswith("text/event-stream"):
-                        check_sse(response.text, validate)
-                        report.streams_checked += 1
-                except Exception as e:  # noqa: BLE001 - every failed check is counted
-                    report.failures.append(f"{label} -> {response.status_code}: "
-                                           f"{' '.join(str(e).split())[:600]}")
+    def send(label: str, case) -> object | None:
+        """Send ``case``, check the response, count everything."""
+        report.per_operation[label] = report.per_operation.get(label, 0) + 1
+        report.requests += 1
+        try:
+            response = case.call(base_url=base_url, session=session, timeout=60)
+        except http.RequestException as e:  # the server dropped us: a failure too
+            report.failures.append(f"{label}: no response ({type(e).__name__}: {e})")
+            return None
+        report.statuses[response.status_code] += 1
+        if response.status_code >= 500:
+            report.server_errors += 1
+        try:
+            case.validate_response(response, checks=checks)
+            if _content_type(response).startswith("text/event-stream"):
+                # schemathesis reads the first 20 events of a stream: the rest is not here
+                cut = bool(getattr(response, "stream_cut_short", False))
+                check_sse(response.text, validate, complete=not cut)
+                report.streams_checked += 1
+                report.streams_cut += cut
+        except Exception as e:  # noqa: BLE001 - every failed check is counted, none stops the run
+            report.failures.append(f"{label} -> {response.status_code}: "
+                                   f"{' '.join(str(e).split())[:600]}")
+        return response
 
-            hypothesis.seed(seed)(one)()
-        report.per_operation[label] = report.requests - before
+    question = operations["POST /question"]
+    feedback = operations["POST /feedback"]
+    for text in QUESTIONS:
+        for query, headers in (({}, None), ({"stream": "1"}, None),
+                               ({}, {"Accept": "text/event-stream"})):
+            response = send("POST /question", question.Case(
+                body={"question": text}, query=query, headers=headers,
+                media_type="application/json"))
+            if response is not None and response.status_code == 200 and not query and not headers:
+                answer = response.json()
+                send("POST /feedback", feedback.Case(
+                    body={"exchange_id": answer["exchange_id"], "feedback": 1,
+                          "comment": "<img src=x onerror=alert(1)> merci"},
+                    media_type="application/json"))
+                send("POST /question", question.Case(
+                    body={"question": "Et le filtre ?", "conversation_id": answer["conversation_id"]},
+                    media_type="application/json"))
+
+    exhausted: set[str] = set()  # operations without inputs: one request says it all
+    round_number = 0
+    while report.requests < requests and len(exhausted) < len(operations):
+        live = [label for label in operations if label not in exhausted]
+        share = max(1, (requests - report.requests) // (2 * len(live)))
+        for label in live:
+            operation = operations[label]
+            before = report.requests
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+                @given(case=operation.as_strategy(generation_mode=mode))
+                @settings(max_examples=share, deadline=None, database=None,
+                          phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+                def one(case):
+                    send(label, case)
+
+                try:
+                    hypothesis.seed(seed + round_number)(one)()
+                except hypothesis.errors.Unsatisfiable:
+                    pass  # no invalid data exists for an operation without inputs
+            if report.requests - before <= 2:
+                exhausted.add(label)
+        round_number += 1
     report.seconds = time.monotonic() - started
     return report
 

@@ -171,7 +171,8 @@ def test_compose_config_is_valid_with_the_example_env_and_kibana():
 
 def test_compose_services(resolved):
     services = resolved["services"]
-    assert set(services) == {"elasticsearch", "postgres", "grafana", "indexer", "app", "kibana"}
+    assert set(services) == {"elasticsearch", "postgres", "grafana", "indexer", "app", "kibana",
+                             "proxy"}
 
     es = services["elasticsearch"]
     assert es["environment"]["discovery.type"] == "single-node"
@@ -209,8 +210,17 @@ def test_compose_services(resolved):
         assert "build" in services[name] or "image" in services[name]
 
     assert services["kibana"]["profiles"] == ["kibana"]
+    proxy = services["proxy"]
+    assert proxy["profiles"] == ["proxy"]
+    assert proxy["depends_on"] == {"app": {"condition": "service_healthy"}}
+    assert any(v.split(":")[0].endswith("deploy/nginx/assistant.conf")
+               and v.split(":")[1] == "/etc/nginx/conf.d/default.conf" for v in proxy["volumes"])
+    assert "app:5000" in (REPO / "deploy" / "nginx" / "assistant.conf").read_text()
+    # docker stop's SIGKILL must come after the app's drain (SHUTDOWN_TIMEOUT).
+    grace = app["stop_grace_period"]
+    assert float(str(grace).rstrip("s")) > Settings().shutdown_timeout
     for name, service in services.items():
-        if name != "kibana":
+        if name not in ("kibana", "proxy"):
             assert not service.get("profiles"), f"{name} must start by default"
 
 
@@ -325,7 +335,7 @@ def test_ports_agree(dockerfile, resolved, compose):
 
 def test_published_ports_use_documented_variables(compose, example):
     expected = {"app": "APP_PORT", "grafana": "GRAFANA_PORT", "kibana": "KIBANA_PORT",
-                "elasticsearch": "ES_PORT"}
+                "elasticsearch": "ES_PORT", "proxy": "PROXY_PORT"}
     for service, var in expected.items():
         ports = compose["services"][service]["ports"]
         assert any(var in compose_vars(p) for p in ports), f"{service}: publish with ${{{var}}}"
