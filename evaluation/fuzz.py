@@ -172,7 +172,7 @@ def fuzz(base_url: str, requests: int, seed: int = 1) -> FuzzReport:
                     hypothesis.seed(seed + round_number)(one)()
                 except hypothesis.errors.Unsatisfiable:
                     pass  # no invalid data exists for an operation without inputs
-            if report.requests - before <= 2:
+            if share > 2 and report.requests - before <= 2:
                 exhausted.add(label)
         round_number += 1
     report.seconds = time.monotonic() - started

@@ -385,9 +385,9 @@ def check_sse(text: str, validate, *, complete: bool = True) -> list[tuple[str, 
     the final event is not required."""
     events = parse_sse(text)
     names = [name for name, _ in events]
-    middle = names[1:-1] if complete else names[1:]
-    if names[0] != "sources" or any(n != "token" for n in middle) \
-            or (complete and (len(names) < 2 or names[-1] not in ("done", "error"))):
+    last = names[-1] if len(names) > 1 else None
+    if names[0] != "sources" or any(n != "token" for n in names[1:-1]) \
+            or last not in (("done", "error") if complete else ("token", "done", "error", None)):
         raise ValueError(f"events out of order ({len(names)}): {names[:2]} ... {names[-3:]}")
     for name, data in events:
         validate(data, SSE_EVENTS[name])
