@@ -258,7 +258,7 @@ def test_behind_nginx_slow_clients_never_reach_the_app_and_errors_stay_json(serv
 # -- graceful shutdown -----------------------------------------------------------------------
 
 
-def test_sigterm_under_load_finishes_what_started_and_logs_every_answer(served, tmp_path):
+def test_sigterm_under_load_finishes_what_started_and_logs_every_answer(served, tmp_path, capsys):
     from assistant.conversation_log.store import open_store
     from evaluation.openai_stub import OpenAIStub, delay
 
@@ -302,6 +302,10 @@ def test_sigterm_under_load_finishes_what_started_and_logs_every_answer(served, 
     answered = [o for o in outcomes if o[0] == "answered"]
     finished_after_sigterm = [o for o in answered if o[1] > sigterm_at]
     others = {o[0] for o in outcomes if o[0] != "answered"}
+    with capsys.disabled():
+        print(f"\n  SIGTERM under load: {len(answered)} answered, "
+              f"{len(finished_after_sigterm)} of them finished after SIGTERM, "
+              f"{len(outcomes) - len(answered)} refused ({sorted(others)}), exit {code}")
     assert len(answered) >= 8
     assert finished_after_sigterm, "no request was in flight at SIGTERM: the test proves nothing"
     assert all(kind.startswith("refused") for kind in others), others  # never a 5xx, never cut
@@ -314,3 +318,24 @@ def test_sigterm_under_load_finishes_what_started_and_logs_every_answer(served, 
     assert {o[2] for o in answered} == logged  # every answer logged; nothing refused was started
     log_text = (tmp_path / "serve0.log").read_text()
     assert "SIGTERM: draining" in log_text and "Traceback" not in log_text
+
+
+# -- schema fuzzing --------------------------------------------------------------------------
+
+
+def test_bounded_schema_fuzzing_finds_no_5xx_and_no_response_off_the_document(served, capsys):
+    """schemathesis against the served app's own /openapi.json: a real ``assistant serve``
+    (not the WSGI app) so that what waitress answers itself is held to the document too."""
+    from evaluation.fuzz import fuzz
+
+    app = served()
+    report = fuzz(app.url, requests=300, seed=7)
+    with capsys.disabled():
+        summary = {k: v for k, v in report.to_dict().items() if k != "first_failures"}
+        print(f"\n  bounded fuzzing: {summary}")
+    assert report.requests >= 300
+    assert report.server_errors == 0
+    assert report.failures == []
+    assert report.streams_checked >= 3  # streamed answers were among the checked replies
+    assert {"POST /question", "POST /feedback", "GET /dashboard/data"} <= {
+        label for label, n in report.per_operation.items() if n >= 20}

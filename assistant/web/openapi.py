@@ -202,6 +202,16 @@ def paths() -> dict:
                 "400": _error("hours or bucket is not a number, or out of range."),
                 "503": _error("The conversation log is unavailable."),
             })},
+        "/static/pages/{filename}": {"get": _operation(
+            "staticFile", "The pages' scripts, style sheet and icon.",
+            parameters=[{"name": "filename", "in": "path", "required": True,
+                         "schema": {"type": "string"}}],
+            responses={
+                "200": _response("The file.", {
+                    media: {"schema": {"type": "string"}}
+                    for media in ("text/javascript", "text/css", "image/svg+xml")}),
+                "404": _error("No such file."),
+            })},
         "/articles/{article_id}": {"get": _operation(
             "articlePage", "One article of the indexed corpus (HTML), as sources link to it.",
             parameters=[{"name": "article_id", "in": "path", "required": True,
