@@ -1,4 +1,5 @@
-"""Load benchmark of the real HTTP server: waitress + the app, concurrent clients.
+"""Load benchmark of the real HTTP server (assistant/web/serving.py: waitress as `assistant
+serve` runs it) + the app, concurrent clients.
 
     python -m evaluation.benchmark_api --clients 8 --requests 200 [--llm-delay 1.0] \\
         [--threads 8] [--distinct 12] [--stream] [--no-warmup]
@@ -78,6 +79,17 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
+def rss_mb() -> float | None:
+    """Resident memory of this process (Linux), in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def percentiles(values: list[float]) -> dict:
     if not values:
         return {}
@@ -120,17 +132,18 @@ def main(argv=None) -> int:
             settings = settings.replace(openai_base_url=stub.url, openai_api_key="sk-bench",
                                         llm_max_retries=0, llm_timeout=max(30.0, 5 * args.llm_delay))
 
-        import waitress
-
         from assistant.web import create_app
+        from assistant.web.serving import build_server, serve
 
         app = create_app({"SETTINGS": settings})
         services = app.extensions["assistant"]
         if services.index_is_empty():
             print(services.index(progress=True).summary(), file=sys.stderr)
         services.warm_up()
-        server = waitress.create_server(app, host="127.0.0.1", port=0, threads=settings.threads)
-        threading.Thread(target=server.run, name="waitress", daemon=True).start()
+        server = build_server(app, settings.replace(host="127.0.0.1", port=0))
+        stop_serving = threading.Event()
+        threading.Thread(target=serve, args=(server, 5.0, stop_serving),
+                         kwargs={"handle_signals": False}, name="server", daemon=True).start()
         url = f"http://127.0.0.1:{server.effective_port}"
 
         questions = load_questions(args.distinct)
@@ -145,6 +158,7 @@ def main(argv=None) -> int:
             stub.calls.clear()
             stub.requests.clear()
 
+        rss_before = rss_mb()
         lock = threading.Lock()
         next_index = 0
         results: list[tuple[int, float, float, float]] = []  # status, ttfb, total, start
@@ -185,7 +199,11 @@ def main(argv=None) -> int:
             "requests_per_second": round(len(results) / elapsed, 2) if elapsed else None,
             "latency_ms": percentiles([r[2] for r in ok]),
             "max_requests_in_flight": max_overlap([(r[3], r[3] + r[2]) for r in results]),
+            "server_errors_5xx": sum(1 for r in results if r[0] >= 500),
+            # The server runs in this process: its resident memory, clients' threads included.
+            "process_rss_mb": {"before": rss_before, "after": rss_mb()},
         }
+        stop_serving.set()
         if args.stream:
             summary["first_byte_ms"] = percentiles([r[1] for r in ok])
         if stub is not None:

@@ -138,9 +138,15 @@ def build_server(app, settings) -> HardenedServer:
 
 
 def serve(server: HardenedServer, shutdown_timeout: float,
-          stop: threading.Event | None = None) -> None:
-    """Serve until SIGTERM or SIGINT (or ``stop`` is set), then drain as the module says."""
+          stop: threading.Event | None = None, *, handle_signals: bool = True) -> None:
+    """Serve until SIGTERM or SIGINT (or ``stop`` is set), then drain as the module says.
+    ``handle_signals`` False: only ``stop`` ends it (a server in a thread, benchmarks)."""
     stop = stop or threading.Event()
+    if not handle_signals:
+        while not stop.is_set():
+            server.poll_once()
+        drain(server, shutdown_timeout)
+        return
 
     def request_stop(signum, _frame):
         if not stop.is_set():
