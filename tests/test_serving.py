@@ -196,6 +196,28 @@ def test_300_slow_connections_for_20_s_leave_readers_answered(served, capsys):
     assert figures["max"] < 5.0, figures
 
 
+def test_a_request_that_never_finishes_arriving_is_dropped_after_request_timeout(served):
+    app = served(REQUEST_TIMEOUT="2")
+    sock = socket.create_connection(("127.0.0.1", app.port), timeout=1)
+    sock.sendall(b"POST /question HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    started, closed_after = time.monotonic(), None
+    while time.monotonic() - started < 10:
+        try:
+            sock.send(b" ")  # a byte a second: never idle, never complete
+            if sock.recv(100) == b"":
+                closed_after = time.monotonic() - started
+                break
+        except socket.timeout:
+            continue
+        except OSError:
+            closed_after = time.monotonic() - started
+            break
+    sock.close()
+    assert closed_after is not None and 1.5 < closed_after < 5, closed_after
+    with urllib.request.urlopen(app.url + "/health", timeout=5) as response:
+        assert response.status == 200  # a normal reader meanwhile
+
+
 def nginx_in_front(app_port: int, tmp_path: Path) -> tuple[subprocess.Popen, int]:
     """Debian's nginx running the repository's config, upstream = the served app."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
