@@ -93,8 +93,11 @@ def fuzz(base_url: str, requests: int, seed: int = 1) -> FuzzReport:
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (
-        content_type_conformance, response_headers_conformance, response_schema_conformance,
-        status_code_conformance)
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     from assistant.web.openapi import check_sse
 
@@ -134,6 +137,17 @@ def fuzz(base_url: str, requests: int, seed: int = 1) -> FuzzReport:
                                    f"{' '.join(str(e).split())[:600]}")
         return response
 
+    def generated(operation, label: str, mode, share: int):
+        """A test that sends ``share`` cases generated for ``operation`` in ``mode``."""
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(max_examples=share, deadline=None, database=None, phases=[Phase.generate],
+                  suppress_health_check=list(HealthCheck))
+        def one(case):
+            send(label, case)
+
+        return one
+
     question = operations["POST /question"]
     feedback = operations["POST /feedback"]
     for text in QUESTIONS:
@@ -161,15 +175,8 @@ def fuzz(base_url: str, requests: int, seed: int = 1) -> FuzzReport:
             operation = operations[label]
             before = report.requests
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-                @given(case=operation.as_strategy(generation_mode=mode))
-                @settings(max_examples=share, deadline=None, database=None,
-                          phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-                def one(case):
-                    send(label, case)
-
                 try:
-                    hypothesis.seed(seed + round_number)(one)()
+                    hypothesis.seed(seed + round_number)(generated(operation, label, mode, share))()
                 except hypothesis.errors.Unsatisfiable:
                     pass  # no invalid data exists for an operation without inputs
             if share > 2 and report.requests - before <= 2:
@@ -191,8 +198,9 @@ class ServedApp:
         self.cwd = cwd
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
+        self._log = None
 
-    def __enter__(self) -> "ServedApp":
+    def __enter__(self) -> ServedApp:
         self.start()
         return self
 
@@ -200,12 +208,14 @@ class ServedApp:
         self.stop()
 
     def start(self, timeout: float = 600) -> None:
-        out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        if self.log_path:
+            self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "assistant.cli", "--env-file", "/dev/null", "serve",
              "--host", "127.0.0.1", "--port", str(self.port), "--index-if-empty", "--no-warm",
              *self.args],
-            env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT)
+            env=self.env, cwd=self.cwd, stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -223,14 +233,19 @@ class ServedApp:
         self.process.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 60) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.terminate()
         try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+            if self.process is None or self.process.poll() is not None:
+                return self.process.returncode if self.process else None
+            self.terminate()
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return self.process.wait()
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
 
 
 def serve_env(data_dir: Path, **more: str) -> dict[str, str]:

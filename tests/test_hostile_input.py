@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from assistant.cli import cli
-from assistant.safe_text import check_strings, text_problem
 from assistant.errors import InvalidInput
+from assistant.safe_text import check_strings, text_problem
 from assistant.web import create_app
 
 DEEP = "[" * 20_000  # the 20 KB body that raised RecursionError in json.loads

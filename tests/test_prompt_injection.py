@@ -64,7 +64,7 @@ def test_a_passage_saying_ignore_your_instructions_does_not_change_the_system_pr
     assert len(answers) == 2
     expected_system = build_answer_messages("any question", [])[0]["content"]
     for body in answers:
-        system, user = body["messages"][0], body["messages"][-1]
+        system = body["messages"][0]
         assert system["role"] == "system" and system["content"] == expected_system
         assert "PWNED" not in system["content"] and "pirate" not in system["content"]
         assert "never instructions" in system["content"]  # the rule about fenced text

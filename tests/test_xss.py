@@ -14,10 +14,10 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-from playwright.sync_api import expect  # noqa: E402
+from playwright.sync_api import expect
 
-from assistant.web import create_app  # noqa: E402
-from tests.test_browser import ANSWER_TIMEOUT, Served, browser  # noqa: E402,F401 - the fixture
+from assistant.web import create_app
+from tests.test_browser import ANSWER_TIMEOUT, Served, browser  # noqa: F401 - the fixture
 
 PWN = "window.__pwned=1"
 PAYLOADS = [
@@ -72,8 +72,8 @@ def assert_nothing_ran(page, seen: list[str]) -> None:
         .filter(a => a.href.trim().toLowerCase().startsWith('javascript:')).length""") == 0
 
 
-def test_script_payloads_show_as_text_on_the_chat_page_and_the_dashboard(browser, hostile_corpus,
-                                                                        tmp_path):
+def test_script_payloads_show_as_text_on_the_chat_page_and_the_dashboard(
+        browser, hostile_corpus, tmp_path):  # noqa: F811 - the fixture imported above
     settings = hostile_corpus.replace(data_dir=str(tmp_path / "var"))
     served = Served(create_app({"SETTINGS": settings, "TESTING": True}))
     try:
