@@ -71,6 +71,19 @@ class Settings:
     port: int = 5000
     threads: int = 8
     log_json: bool = False
+    # -- public deployment: CORS, admin access, rate limits, spending cap, privacy (issue 9) --
+    allowed_origins: str = ""  # comma-separated exact origins allowed to call the API (CORS)
+    admin_token: str = ""  # bearer token / login password of the admin pages; "" = loopback only
+    secret_key: str = ""  # signs the admin session cookie; "" = a random one per process
+    rate_limit: str = "10/minute;100/hour;300/day"  # per client on /question and /feedback; "off"
+    rate_limit_storage_url: str = "memory://"  # redis://host:6379/0 to share limits across workers
+    trusted_proxies: int = 0  # reverse proxies whose X-Forwarded-For / -Proto are believed
+    llm_daily_budget_usd: float = 0.0  # LLM spend per UTC day before answers turn extractive; 0 = no cap
+    log_retention_days: int = 0  # `assistant db purge` deletes older exchanges; 0 = keep forever
+
+    @property
+    def allowed_origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
 
     @property
     def embedded_file(self) -> Path:

@@ -20,6 +20,7 @@ from assistant.answering.llm import LLMError
 from assistant.answering.request import Ask, normalise_id
 from assistant.conversation_log import StoreUnavailable
 from assistant.errors import AssistantError, EngineError, InvalidInput, NotFound
+from assistant.web.admin import admin_required
 from assistant.web.openapi import openapi_document
 
 log = logging.getLogger(__name__)
@@ -243,5 +244,6 @@ def openapi():
 
 
 @bp.get("/metrics")
+@admin_required
 def metrics():
     return _metrics().response()
