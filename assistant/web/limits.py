@@ -71,7 +71,7 @@ def trust_proxies(app: Flask, count: int) -> None:
 
 
 def init_app(app: Flask, *, rate_limit: str, storage_url: str) -> Limiter:
-    """The app's limiter, its limits on the reader endpoints (and ``admin.login``, when that
+    """The app's limiter, its limits on the reader endpoints (and ``admin.login_submit``, when that
     endpoint exists) and the JSON 429 error. Call after the blueprints are registered."""
     limit = reader_limit(rate_limit)
     if not storage_url.startswith(("memory://", "redis://", "rediss://", "redis+unix://",
@@ -84,7 +84,7 @@ def init_app(app: Flask, *, rate_limit: str, storage_url: str) -> Limiter:
                       # bounds the LLM bill); each failure is logged.
                       swallow_errors=True)
     wrapped = [(endpoint, limit) for endpoint in READER_ENDPOINTS if limit] + [
-        ("admin.login", LOGIN_LIMIT)]
+        ("admin.login_submit", LOGIN_LIMIT)]
     for endpoint, value in wrapped:
         view = app.view_functions.get(endpoint)
         if view is not None:
@@ -93,7 +93,7 @@ def init_app(app: Flask, *, rate_limit: str, storage_url: str) -> Limiter:
     @app.errorhandler(RateLimitExceeded)
     def too_many(e: RateLimitExceeded):
         current = limiter.current_limit
-        wait = max(1, math.ceil(current.reset_at - time.time())) if current else 60
+        wait = max(1, math.ceil(current.window.reset_time - time.time())) if current else 60
         response = jsonify(error=f"too many requests from this client (at most {e.description}): "
                                  f"try again in {wait} s")
         response.status_code = 429
