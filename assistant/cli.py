@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 
 import click
@@ -16,6 +17,8 @@ from assistant.answering.request import Ask
 from assistant.config import load_settings
 from assistant.errors import AssistantError
 from assistant.services import Services
+
+log = logging.getLogger("assistant.serve")
 
 
 def reports_errors(command):
@@ -181,6 +184,8 @@ def serve_command(settings, host, port, threads, index_if_empty, warm):
         except OSError as e:
             raise click.ClickException(
                 f"cannot listen on {settings.host}:{settings.port}: {e}") from None
+        for level, line in app.extensions.get("start_lines", []):
+            log.log(level, "%s", line)
         port = getattr(server, "effective_port", settings.port)
         shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
         budget = settings.llm_daily_budget_usd

@@ -77,16 +77,26 @@ class SpendingCap:
         with self._lock:
             if now.date() != self._day:  # a new UTC day: start again from the log
                 self._day, self._logged, self._read_at, self._since_read = now.date(), 0.0, None, 0.0
-            fresh = self._read_at is not None and time.monotonic() - self._read_at < self.read_every
-            if not fresh:
-                start = datetime(now.year, now.month, now.day, tzinfo=timezone.utc)
-                try:
-                    self._logged = cost_since(self.store, start)
-                    self._since_read = 0.0
-                except StoreUnavailable as e:  # keep counting in memory meanwhile
-                    log.warning("spending cap: conversation log unavailable (%s): counting "
-                                "today's spend in memory", e)
+            stale = self._read_at is None or time.monotonic() - self._read_at >= self.read_every
+            if stale:  # this caller reads; the others go on with the figure they have
                 self._read_at = time.monotonic()
+                day, added_before = self._day, self._since_read
+            spent = self._logged + self._since_read
+        if not stale:
+            return spent
+        start = datetime(now.year, now.month, now.day, tzinfo=timezone.utc)
+        try:
+            logged = cost_since(self.store, start)  # outside the lock: the log may be slow
+        except StoreUnavailable as e:  # keep counting in memory meanwhile
+            log.warning("spending cap: conversation log unavailable (%s): counting today's "
+                        "spend in memory", e)
+            return spent
+        with self._lock:
+            if self._day == day:
+                # What was reported before the read is in the log now; what came during it
+                # may not be: keep that part.
+                self._logged = logged
+                self._since_read = max(0.0, self._since_read - added_before)
             return self._logged + self._since_read
 
     def allows_llm(self) -> bool:

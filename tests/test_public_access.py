@@ -117,7 +117,10 @@ def test_a_malformed_origin_is_refused_at_start(tmp_path, value):
 
 
 def test_admin_pages_need_the_token(apps):
-    client = apps(admin_token=TOKEN, host="0.0.0.0").test_client()
+    app = apps(admin_token=TOKEN, host="0.0.0.0")
+    assert "ADMIN_TOKEN required" in start_lines(app)
+    assert "SECRET_KEY is not set" in start_lines(app)
+    client = app.test_client()
     for path in ADMIN_PATHS:
         r = client.get(path)
         assert r.status_code == 401, path
@@ -225,18 +228,23 @@ def test_a_forged_cookie_is_refused(apps):
     assert client.get("/dashboard/data").status_code == 401
 
 
-def test_without_a_token_admin_pages_are_open_on_loopback(apps, caplog):
-    with caplog.at_level(logging.INFO, logger="assistant.web.admin"):
-        client = apps(host="127.0.0.1").test_client()
-    assert "open without a token because the server listens on loopback" in caplog.text
+def start_lines(app) -> str:
+    return "\n".join(line for _, line in app.extensions["start_lines"])
+
+
+def test_without_a_token_admin_pages_are_open_on_loopback(apps):
+    app = apps(host="127.0.0.1")
+    client = app.test_client()
+    assert "open without a token because the server listens on loopback" in start_lines(app)
     for path in ADMIN_PATHS:
         assert client.get(path).status_code == 200, path
 
 
-def test_without_a_token_admin_pages_are_refused_elsewhere(apps, caplog):
-    with caplog.at_level(logging.INFO, logger="assistant.web.admin"):
-        client = apps(host="0.0.0.0").test_client()
-    assert "REFUSED" in caplog.text and "set ADMIN_TOKEN" in caplog.text
+def test_without_a_token_admin_pages_are_refused_elsewhere(apps):
+    app = apps(host="0.0.0.0")
+    client = app.test_client()
+    (level, line), = [(lv, t) for lv, t in app.extensions["start_lines"] if "admin" in t]
+    assert level == logging.WARNING and "REFUSED" in line and "set ADMIN_TOKEN" in line
     for path in ADMIN_PATHS:
         r = client.get(path)
         assert r.status_code == 403 and "ADMIN_TOKEN" in r.get_json()["error"], path

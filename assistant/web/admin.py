@@ -204,17 +204,20 @@ def logout():
 
 
 def init_app(app: Flask, *, admin_token: str, secret_key: str, host: str) -> Access:
-    """Register the login pages and the session cookie; log how admin access works."""
+    """Register the login pages and the session cookie; add how admin access works to the
+    app's start-up lines (``app.extensions["start_lines"]``, logged by `assistant serve`)."""
     mode = access_mode(admin_token, host)
     app.extensions["admin"] = {"mode": mode, "token": admin_token}
+    lines = app.extensions.setdefault("start_lines", [])  # what `assistant serve` logs
+    lines.append((logging.WARNING if mode is Access.REFUSED else logging.INFO, describe(mode, host)))
     if not secret_key and mode is Access.TOKEN:
-        log.warning("SECRET_KEY is not set: admin sessions are signed with a random key and end "
-                    "when the server restarts (and are not shared between workers)")
+        lines.append((logging.WARNING, "SECRET_KEY is not set: admin sessions are signed with a "
+                      "random key and end when the server restarts (and are not shared between "
+                      "workers)"))
     app.secret_key = secret_key or secrets.token_hex(32)
     app.session_interface = _SessionInterface()
     app.config.update(SESSION_COOKIE_NAME=SESSION_COOKIE, SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict",
                       PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS))
     app.register_blueprint(bp)
-    (log.warning if mode is Access.REFUSED else log.info)("%s", describe(mode, host))
     return mode

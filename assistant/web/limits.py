@@ -35,7 +35,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from assistant.errors import ConfigError
 
-log = logging.getLogger(__name__)
 
 READER_ENDPOINTS = ("api.question", "api.feedback")
 LOGIN_LIMIT = "5/minute;30/hour"
@@ -100,6 +99,7 @@ def init_app(app: Flask, *, rate_limit: str, storage_url: str) -> Limiter:
         response.headers["Retry-After"] = str(wait)
         return response
 
-    log.info("rate limits: %s per client on /question and /feedback (storage %s)",
-             limit or "off", storage_url.split("://", 1)[0])
+    app.extensions.setdefault("start_lines", []).append((logging.INFO, (
+        f"rate limits: {limit or 'off'} per client on /question and /feedback "
+        f"(counters: {storage_url.split('://', 1)[0]})")))
     return limiter
