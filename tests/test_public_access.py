@@ -238,6 +238,14 @@ def test_without_a_token_admin_pages_are_open_on_loopback(apps):
     assert "open without a token because the server listens on loopback" in start_lines(app)
     for path in ADMIN_PATHS:
         assert client.get(path).status_code == 200, path
+    # HOST says loopback, yet a visitor from elsewhere (another WSGI server on 0.0.0.0, or a
+    # trusted proxy's X-Forwarded-For) is refused all the same.
+    remote = app.test_client()
+    remote.environ_base["REMOTE_ADDR"] = "192.0.2.44"
+    for path in ADMIN_PATHS:
+        r = remote.get(path)
+        assert r.status_code == 403 and "this machine only" in r.get_json()["error"], path
+    assert remote.get("/").status_code == 200
 
 
 def test_without_a_token_admin_pages_are_refused_elsewhere(apps):

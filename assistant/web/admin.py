@@ -5,7 +5,9 @@
   Prometheus, scripts) or with the signed admin session cookie that ``POST /login`` sets after
   the same token was typed into the login form (people). Tokens are compared in constant time.
 * ``ADMIN_TOKEN`` empty: admitted only when the server listens on loopback (``HOST`` 127.0.0.1,
-  ::1 or localhost: the laptop default), refused otherwise (403).
+  ::1 or localhost: the laptop default) and the request comes from this machine (so a server
+  started some other way than `assistant serve`, on another interface, still refuses the
+  world), refused otherwise (403).
 
 Refused: machines get JSON (401 with ``WWW-Authenticate: Bearer``, or 403), people asking for a
 page (``GET`` accepting HTML) are sent to ``/login?next=<path>``, or get a page saying why when
@@ -22,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 from datetime import timedelta
@@ -91,14 +94,21 @@ def _bearer() -> str | None:
 def is_admin() -> bool:
     """Whether this request may see admin pages."""
     state = current_app.extensions["admin"]
-    if state["mode"] is Access.LOOPBACK:
-        return True
+    if state["mode"] is Access.LOOPBACK:  # and the visitor is this machine, whatever HOST says
+        return _from_loopback()
     if state["mode"] is Access.REFUSED:
         return False
     bearer = _bearer()
     if bearer is not None:
         return _token_matches(bearer)
     return session.get("admin") == _fingerprint(state["token"])
+
+
+def _from_loopback() -> bool:
+    try:
+        return ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _wants_page() -> bool:
@@ -108,9 +118,10 @@ def _wants_page() -> bool:
 
 def _refusal():
     mode = current_app.extensions["admin"]["mode"]
-    if mode is Access.REFUSED:
+    if mode is not Access.TOKEN:
         message = ("the admin pages are disabled: this server listens on a public interface "
-                   "and ADMIN_TOKEN is not set")
+                   "and ADMIN_TOKEN is not set" if mode is Access.REFUSED else
+                   "without ADMIN_TOKEN the admin pages are open to this machine only")
         if _wants_page():
             return render_template("login.html", refused=message, csrf_token=None), 403
         response = jsonify(error=message)
