@@ -173,6 +173,7 @@ def serve_command(settings, host, port, threads, index_if_empty, warm):
     from assistant.web import create_app
 
     settings = _with(settings, host=host, port=port, threads=threads)
+    budget = settings.llm_daily_budget_usd
     app = create_app({"SETTINGS": settings})
     services = app.extensions["assistant"]
     try:
@@ -186,9 +187,15 @@ def serve_command(settings, host, port, threads, index_if_empty, warm):
                 f"cannot listen on {settings.host}:{settings.port}: {e}") from None
         for level, line in app.extensions.get("start_lines", []):
             log.log(level, "%s", line)
+        if budget > 0 and services.llm is not None:
+            from assistant.answering.prices import price
+
+            if price(services.llm.model) is None:
+                log.warning("LLM_DAILY_BUDGET_USD=%g cannot bite: the price of %s is unknown "
+                            "(assistant/answering/prices.py), so its answers cost 0 for the cap",
+                            budget, services.llm.model)
         port = getattr(server, "effective_port", settings.port)
         shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-        budget = settings.llm_daily_budget_usd
         answers = services.describe_answers() + (
             f", at most ${budget:g} a day" if budget > 0 and services.llm is not None else "")
         click.echo(f"Arsonor Assistant: open http://{shown}:{port}/  "
@@ -301,7 +308,8 @@ def db_purge_command(settings, days, every):
 
     days = days if days is not None else settings.log_retention_days
     if days < 0:
-        raise click.ClickException(f"LOG_RETENTION_DAYS={days}: expected 0 (keep forever) or more")
+        raise click.ClickException(
+            f"LOG_RETENTION_DAYS={days}: expected 0 (keep forever) or more")
 
     def run_once():
         if not days:

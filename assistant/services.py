@@ -241,14 +241,15 @@ class Services:
     def warm_up(self, sentences: bool = False) -> None:
         """Open the index and load the embedding model now rather than on the first question.
 
-        ``sentences``: in extractive mode, also embed the indexed passages' sentences on a
-        background thread (once per corpus: they are kept in the embedding cache)."""
+        ``sentences``: in extractive mode (or with a spending cap), also embed the indexed
+        passages' sentences on a background thread (once per corpus: they are kept in the
+        embedding cache)."""
         from assistant.answering.sentence_vectors import warm_sentences
 
         retriever = self.retriever
         self.query_embeddings("warm up")
-        if not sentences or self.llm is not None:
-            return
+        if not sentences or (self.llm is not None and self.spending_cap is None):
+            return  # with a spending cap, extractive answers may be needed later today
         vectors = self.sentence_vectors
 
         def warm():

@@ -76,7 +76,8 @@ class SpendingCap:
         now = self.clock()
         with self._lock:
             if now.date() != self._day:  # a new UTC day: start again from the log
-                self._day, self._logged, self._read_at, self._since_read = now.date(), 0.0, None, 0.0
+                self._day, self._logged, self._since_read = now.date(), 0.0, 0.0
+                self._read_at = None
             stale = self._read_at is None or time.monotonic() - self._read_at >= self.read_every
             if stale:  # this caller reads; the others go on with the figure they have
                 self._read_at = time.monotonic()

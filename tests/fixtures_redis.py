@@ -16,7 +16,8 @@ import pytest
 
 from evaluation.ports import free_port
 
-INSTALL_HINT = "redis-server not found: install it with `apt-get install -y redis-server` (as in CI)"
+INSTALL_HINT = ("redis-server not found: install it with `apt-get install -y redis-server` "
+                "(as in CI)")
 
 
 def _answers(port: int) -> bool:

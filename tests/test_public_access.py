@@ -143,7 +143,8 @@ def test_public_endpoints_stay_public_with_a_token(apps):
     assert client.get("/health").status_code in (200, 503)  # no index here: 503, but answered
     assert client.get("/openapi.json").status_code == 200
     exchange_id = logged_exchange(app)
-    assert client.post("/feedback", json={"feedback": -1, "exchange_id": exchange_id}).status_code == 200
+    r = client.post("/feedback", json={"feedback": -1, "exchange_id": exchange_id})
+    assert r.status_code == 200
 
 
 def test_a_person_is_sent_to_the_login_form_and_back(apps):
@@ -282,7 +283,8 @@ def test_a_burst_from_one_client_gets_429_with_retry_after(apps):
     assert client.get("/metrics").status_code == 200
     other = app.test_client()
     other.environ_base["REMOTE_ADDR"] = "192.0.2.10"
-    assert other.post("/feedback", json={"feedback": 1, "exchange_id": exchange_id}).status_code == 200
+    r = other.post("/feedback", json={"feedback": 1, "exchange_id": exchange_id})
+    assert r.status_code == 200
     # Preflights are not counted.
     assert preflight(client, BLOG, "/feedback").status_code == 200
     # /question is counted on its own (no index here: 503, but not 429).
@@ -340,3 +342,24 @@ def test_no_client_address_reaches_the_log(apps, tmp_path, caplog):
     for ip in (address, forwarded):
         assert ip.encode() not in stored  # ...the reader's address is not
         assert ip not in caplog.text
+
+
+def test_a_burst_of_questions_is_limited_and_the_answers_are_whole(demo_index_settings, tmp_path):
+    settings = demo_index_settings.replace(data_dir=str(tmp_path / "var"), rate_limit="3/minute",
+                                           admin_token=TOKEN, allowed_origins=BLOG)
+    app = create_app({"SETTINGS": settings, "TESTING": True})
+    try:
+        client = app.test_client()
+        replies = [client.post("/question", json={"question": "Qu'est-ce qu'un VCO ?"},
+                               headers={"Origin": BLOG}) for _ in range(5)]
+        assert [r.status_code for r in replies] == [200, 200, 200, 429, 429]
+        for r in replies[:3]:
+            assert r.get_json()["answer"] and r.get_json()["sources"]
+        refused = replies[-1]
+        assert int(refused.headers["Retry-After"]) >= 1 and "error" in refused.get_json()
+        assert refused.headers["Access-Control-Allow-Origin"] == BLOG  # the widget can read it
+        assert len(app.extensions["assistant"].store.recent(10)) == 3  # refused: not answered
+        admin = {"Authorization": f"Bearer {TOKEN}"}
+        assert client.get("/metrics", headers=admin).status_code == 200
+    finally:
+        app.extensions["assistant"].close()

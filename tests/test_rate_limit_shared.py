@@ -47,7 +47,8 @@ class AppProcess:
 
     def feedback(self, exchange_id: str) -> tuple[int, dict, dict]:
         request = urllib.request.Request(
-            f"{self.url}/feedback", data=json.dumps({"feedback": 1, "exchange_id": exchange_id}).encode(),
+            f"{self.url}/feedback",
+            data=json.dumps({"feedback": 1, "exchange_id": exchange_id}).encode(),
             headers={"Content-Type": "application/json"}, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=10) as r:

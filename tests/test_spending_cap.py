@@ -108,7 +108,8 @@ def test_the_cap_bites_then_answers_are_extractive(capped_app, openai_stub):
     assert health["budget_usd"] == 0.001 and health["capped"] is True
     assert health["spent_today_usd"] == pytest.approx(first["cost"], rel=1e-3)
 
-    second = client.post("/question", json={"question": "Comment régler un compresseur ?"}).get_json()
+    second = client.post("/question",
+                         json={"question": "Comment régler un compresseur ?"}).get_json()
     assert second["mode"] == "extractive" and second["cost"] in (0, 0.0, None)
     assert second["answer"] and second["sources"]
     assert [n["code"] for n in second["notices"]] == [NOTICE_CODE]

@@ -220,7 +220,8 @@ def init_app(app: Flask, *, admin_token: str, secret_key: str, host: str) -> Acc
     mode = access_mode(admin_token, host)
     app.extensions["admin"] = {"mode": mode, "token": admin_token}
     lines = app.extensions.setdefault("start_lines", [])  # what `assistant serve` logs
-    lines.append((logging.WARNING if mode is Access.REFUSED else logging.INFO, describe(mode, host)))
+    level = logging.WARNING if mode is Access.REFUSED else logging.INFO
+    lines.append((level, describe(mode, host)))
     if not secret_key and mode is Access.TOKEN:
         lines.append((logging.WARNING, "SECRET_KEY is not set: admin sessions are signed with a "
                       "random key and end when the server restarts (and are not shared between "
