@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 
 import click
@@ -16,6 +17,8 @@ from assistant.answering.request import Ask
 from assistant.config import load_settings
 from assistant.errors import AssistantError
 from assistant.services import Services
+
+log = logging.getLogger("assistant.serve")
 
 
 def reports_errors(command):
@@ -183,6 +186,7 @@ def serve_command(settings, host, port, threads, index_if_empty, warm):
     from assistant.web.serving import build_server, serve
 
     settings = _with(settings, host=host, port=port, threads=threads)
+    budget = settings.llm_daily_budget_usd
     app = create_app({"SETTINGS": settings})
     services = app.extensions["assistant"]
     try:
@@ -193,9 +197,20 @@ def serve_command(settings, host, port, threads, index_if_empty, warm):
         except OSError as e:
             raise click.ClickException(
                 f"cannot listen on {settings.host}:{settings.port}: {e}") from None
+        for level, line in app.extensions.get("start_lines", []):
+            log.log(level, "%s", line)
+        if budget > 0 and services.llm is not None:
+            from assistant.answering.prices import price
+
+            if price(services.llm.model) is None:
+                log.warning("LLM_DAILY_BUDGET_USD=%g cannot bite: the price of %s is unknown "
+                            "(assistant/answering/prices.py), so its answers cost 0 for the cap",
+                            budget, services.llm.model)
         shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        answers = services.describe_answers() + (
+            f", at most ${budget:g} a day" if budget > 0 and services.llm is not None else "")
         click.echo(f"Arsonor Assistant: open http://{shown}:{server.effective_port}/  "
-                   f"(answers: {services.describe_answers()}; log: {services.store.backend}; "
+                   f"(answers: {answers}; log: {services.store.backend}; "
                    f"{settings.threads} threads; Ctrl+C or SIGTERM to stop)")
         serve(server, settings.shutdown_timeout)  # returns once drained
         click.echo("Arsonor Assistant: stopped", err=True)
@@ -277,6 +292,56 @@ def db_replay_command(settings):
                + (f"; {left} still waiting" if left else "")
                + (f" (rejected ones are kept in {store.spool.rejected_path})"
                   if stored < waiting and not left else ""))
+
+
+@db_group.command("purge")
+@click.option("--older-than", "days", type=click.IntRange(1, None), metavar="DAYS",
+              help="Delete what is older than DAYS days (default: LOG_RETENTION_DAYS).")
+@click.option("--every", metavar="DURATION",
+              help="Purge again every DURATION (1d, 12h...) until stopped (SIGINT/SIGTERM).")
+@click.pass_obj
+@reports_errors
+def db_purge_command(settings, days, every):
+    """Delete exchanges (with their verdicts) and feedback older than the retention period.
+
+    \b
+    Example:
+        assistant db purge                 # LOG_RETENTION_DAYS=90 in the environment
+        assistant db purge --older-than 30
+        assistant db purge --every 1d      # what the compose service `log-purge` runs
+    """
+    from datetime import timedelta
+
+    from assistant.conversation_log.backends import utcnow
+
+    days = days if days is not None else settings.log_retention_days
+    if days < 0:
+        raise click.ClickException(
+            f"LOG_RETENTION_DAYS={days}: expected 0 (keep forever) or more")
+
+    def run_once():
+        if not days:
+            return _KeptForever()
+        with Services(settings).open_log() as store:
+            return store.purge_before(utcnow() - timedelta(days=days))
+
+    if every is None:
+        click.echo(run_once().summary())
+        return
+    from indexing.schedule import parse_every, run_every
+
+    try:
+        period = parse_every(every)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--every") from None
+    run_every(run_once, period, emit=click.echo)
+
+
+class _KeptForever:
+    @staticmethod
+    def summary() -> str:
+        return ("LOG_RETENTION_DAYS is 0: the conversation log is kept forever, nothing to purge "
+                "(set it, or pass --older-than DAYS)")
 
 
 @cli.command("judge")

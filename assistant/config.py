@@ -76,6 +76,19 @@ class Settings:
     channel_timeout: float = 60.0  # an idle connection is closed after this many seconds
     request_timeout: float = 30.0  # a request must arrive whole within this many seconds
     shutdown_timeout: float = 20.0  # SIGTERM: requests under way get this long to finish
+    # -- public deployment: CORS, admin access, rate limits, spending cap, privacy (issue 9) --
+    allowed_origins: str = ""  # comma-separated exact origins allowed to call the API (CORS)
+    admin_token: str = ""  # bearer token / login password of the admin pages; "" = loopback only
+    secret_key: str = ""  # signs the admin session cookie; "" = a random one per process
+    rate_limit: str = "10/minute;100/hour;300/day"  # per client on /question and /feedback; "off"
+    rate_limit_storage_url: str = "memory://"  # redis://host:6379/0 to share limits across workers
+    trusted_proxies: int = 0  # reverse proxies whose X-Forwarded-For / -Proto are believed
+    llm_daily_budget_usd: float = 0.0  # LLM spend per UTC day before answers turn extractive; 0 = no cap
+    log_retention_days: int = 0  # `assistant db purge` deletes older exchanges; 0 = keep forever
+
+    @property
+    def allowed_origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
 
     @property
     def embedded_file(self) -> Path:

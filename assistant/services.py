@@ -169,20 +169,50 @@ class Services:
             with self._lock:
                 if "judge" not in self._built:
                     enabled = self.settings.judge_enabled and self.llm is not None
-                    self._built["judge"] = (JudgeWorker(self.llm, self.store,
-                                                        observer=self.observer)
+                    observer = self.observer
+                    if self.spending_cap is not None:
+                        from assistant.spending import Observers
+
+                        observer = Observers(self.observer, self.spending_cap)
+                    self._built["judge"] = (JudgeWorker(self.llm, self.store, observer=observer)
                                             if enabled else None)
         return self._built["judge"]
 
     @property
-    def assistant(self):
-        """The answering flow over the parts above (the retriever is opened on first question)."""
-        from assistant.answering.rag import Assistant
+    def spending_cap(self):
+        """Today's LLM spend against LLM_DAILY_BUDGET_USD, or None (no LLM, or no budget)."""
+        from assistant.spending import SpendingCap
 
-        return self._part("assistant", lambda: Assistant(
-            lambda: self.retriever, self.llm, self.store,
-            sentence_vectors=self.sentence_vectors if self.llm is None else None,
-            judge=self.judge, observer=self.observer))
+        if "spending_cap" not in self._built:
+            with self._lock:
+                if "spending_cap" not in self._built:
+                    budget = self.settings.llm_daily_budget_usd
+                    self._built["spending_cap"] = (SpendingCap(self.store, budget)
+                                                   if budget > 0 and self.llm is not None
+                                                   else None)
+        return self._built["spending_cap"]
+
+    @property
+    def assistant(self):
+        """The answering flow over the parts above (the retriever is opened on first question);
+        with a spending cap, extractive once the day's LLM budget is spent."""
+        return self._part("assistant", self._build_assistant)
+
+    def _build_assistant(self):
+        from assistant.answering.rag import Assistant
+        from assistant.spending import BudgetedAssistant, Observers
+
+        cap = self.spending_cap
+        observer = Observers(self.observer, cap) if cap is not None else self.observer
+        assistant = Assistant(lambda: self.retriever, self.llm, self.store,
+                              sentence_vectors=self.sentence_vectors if self.llm is None else None,
+                              judge=self.judge, observer=observer)
+        if cap is None:
+            return assistant
+        extractive = Assistant(lambda: self.retriever, None, self.store,
+                               sentence_vectors=self.sentence_vectors, judge=None,
+                               observer=self.observer)
+        return BudgetedAssistant(assistant, extractive, cap)
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -211,14 +241,15 @@ class Services:
     def warm_up(self, sentences: bool = False) -> None:
         """Open the index and load the embedding model now rather than on the first question.
 
-        ``sentences``: in extractive mode, also embed the indexed passages' sentences on a
-        background thread (once per corpus: they are kept in the embedding cache)."""
+        ``sentences``: in extractive mode (or with a spending cap), also embed the indexed
+        passages' sentences on a background thread (once per corpus: they are kept in the
+        embedding cache)."""
         from assistant.answering.sentence_vectors import warm_sentences
 
         retriever = self.retriever
         self.query_embeddings("warm up")
-        if not sentences or self.llm is not None:
-            return
+        if not sentences or (self.llm is not None and self.spending_cap is None):
+            return  # with a spending cap, extractive answers may be needed later today
         vectors = self.sentence_vectors
 
         def warm():
@@ -277,14 +308,18 @@ class Services:
         now = time.monotonic()
         cached = self._llm_health
         if cached is not None and now - cached[0] < LLM_HEALTH_TTL:
-            return cached[1]
+            return self._with_budget(cached[1])
         try:
             llm.ping()
             health = {"ok": True, "mode": "llm", "model": llm.model, "detail": None}
         except Exception as e:  # noqa: BLE001
             health = {"ok": False, "mode": "llm", "model": llm.model, "detail": str(e)}
         self._llm_health = (now, health)
-        return health
+        return self._with_budget(health)
+
+    def _with_budget(self, health: dict) -> dict:
+        cap = self.spending_cap
+        return {**health, **cap.status()} if cap is not None else health
 
     def health(self) -> tuple[dict, bool]:
         """The /health body and whether the service can answer (engine and database up)."""

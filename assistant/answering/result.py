@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from assistant.answering.llm import Completion
 from assistant.retrieval import Passage
@@ -59,6 +59,7 @@ class AnswerResult:
     category: str | None = None
     language: str | None = None
     logged: bool = True  # False: the log was down, the exchange waits in the spool
+    notices: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -73,6 +74,7 @@ class AnswerResult:
             "model": self.model,
             "category": self.category,
             "language": self.language,
+            "notices": self.notices,
             "response_time": round(self.response_time, 4),
             "tokens": self.tokens,
             "cost": self.cost,

@@ -143,6 +143,20 @@ class Exchange:
         return cls(**{k: v for k, v in record.items() if k in known})
 
 
+@dataclass(frozen=True)
+class PurgeReport:
+    """What :meth:`ConversationStore.purge_before` deleted."""
+
+    cutoff: datetime
+    exchanges: int
+    feedback: int
+    judgements: int  # verdicts among the deleted exchanges
+
+    def summary(self) -> str:
+        return (f"purged what is older than {iso(self.cutoff)}: {self.exchanges} exchange(s) "
+                f"({self.judgements} with a verdict), {self.feedback} feedback row(s)")
+
+
 COLUMNS = tuple(f.name for f in fields(Exchange))
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM conversations"
 
@@ -409,6 +423,25 @@ class ConversationStore:
         self._sync()
         if not self._run(write):
             raise KeyError(f"no exchange {exchange_id!r} in the conversation log")
+
+    def purge_before(self, cutoff: datetime) -> "PurgeReport":
+        """Delete the exchanges created before ``cutoff`` (their verdicts are on their rows),
+        the feedback given before it and any feedback on a deleted exchange, in one
+        transaction. Raises StoreUnavailable."""
+        when = self._db.db_time(to_utc(cutoff))
+
+        def purge(cur: Cursor) -> PurgeReport:
+            judged = cur.execute("SELECT COUNT(*) FROM conversations WHERE created_at < %s"
+                                 " AND relevance IS NOT NULL", (when,)).fetchone()[0]
+            feedback = cur.execute(
+                "DELETE FROM feedback WHERE created_at < %s OR exchange_id IN"
+                " (SELECT id FROM conversations WHERE created_at < %s)", (when, when)).rowcount
+            exchanges = cur.execute("DELETE FROM conversations WHERE created_at < %s",
+                                    (when,)).rowcount
+            return PurgeReport(to_utc(cutoff), exchanges, feedback, judged)
+
+        self._sync()
+        return self._run(purge)
 
     # -- spool -------------------------------------------------------------------------------
 

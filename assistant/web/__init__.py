@@ -39,7 +39,7 @@ def _settings_from(test_config: dict) -> Settings:
 def create_app(test_config: dict | None = None) -> Flask:
     """The Flask app (flaskr-style factory). ``test_config``: ``SETTINGS`` (a Settings),
     lower-case keys overriding Settings fields, upper-case keys going to ``app.config``."""
-    from assistant.web import api, logs
+    from assistant.web import admin, api, cors, limits, logs
     from assistant.web.metrics import Metrics
     from assistant.web import pages
 
@@ -56,9 +56,16 @@ def create_app(test_config: dict | None = None) -> Flask:
     metrics = Metrics()
     metrics.init_app(app)
     logs.init_app(app)
-    app.extensions["assistant"] = Services(settings, observer=metrics)
+    services = app.extensions["assistant"] = Services(settings, observer=metrics)
+    metrics.track_spending(settings.llm_daily_budget_usd, lambda: services.spending_cap)
 
+    limits.trust_proxies(app, settings.trusted_proxies)
+    cors.init_app(app, settings.allowed_origin_list)
     app.register_blueprint(api.bp)
     pages.init_app(app)
+    admin.init_app(app, admin_token=settings.admin_token, secret_key=settings.secret_key,
+                   host=settings.host)
     api.register_error_handlers(app)
+    limits.init_app(app, rate_limit=settings.rate_limit,
+                    storage_url=settings.rate_limit_storage_url)
     return app

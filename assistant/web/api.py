@@ -21,6 +21,7 @@ from assistant.answering.request import Ask, normalise_id
 from assistant.conversation_log import StoreUnavailable
 from assistant.errors import AssistantError, EngineError, InvalidInput, NotFound
 from assistant.safe_text import check_strings
+from assistant.web.admin import admin_required
 from assistant.web.openapi import openapi_document
 
 log = logging.getLogger(__name__)
@@ -250,5 +251,6 @@ def openapi():
 
 
 @bp.get("/metrics")
+@admin_required
 def metrics():
     return _metrics().response()

@@ -8,7 +8,9 @@ tests, never share or clash), served at ``GET /metrics``.
 * ``arsonor_exchanges_total{mode, status}``, ``arsonor_exchanges_spooled_total``;
 * ``arsonor_llm_tokens_total{kind, purpose}`` (kind: prompt | completion; purpose: answer |
   judge) and ``arsonor_llm_cost_usd_total{purpose}``;
-* ``arsonor_feedback_total{value}`` (1 | -1), ``arsonor_judgements_total{relevance}``.
+* ``arsonor_feedback_total{value}`` (1 | -1), ``arsonor_judgements_total{relevance}``;
+* with ``LLM_DAILY_BUDGET_USD``: ``arsonor_llm_budget_usd``, ``arsonor_llm_spent_today_usd``
+  and ``arsonor_llm_budget_capped`` (1 while answers are extractive because of the cap).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import time
 
 from flask import Flask, Response, g, request
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics
 
 disable_created_metrics()  # no *_created series: they double the output and nobody graphs them
@@ -57,6 +59,25 @@ class Metrics:
             self.cost.labels(purpose=purpose)
             for kind in ("prompt", "completion"):
                 self.tokens.labels(kind=kind, purpose=purpose)
+
+    def track_spending(self, budget_usd: float, cap) -> None:
+        """Gauges of the daily LLM budget, read at each scrape. ``cap``: a function returning
+        the :class:`~assistant.spending.SpendingCap` (or None: no LLM, nothing spent)."""
+        if budget_usd <= 0:
+            return
+        r = self.registry
+
+        def status() -> dict:
+            found = cap()
+            return found.status() if found is not None else {"spent_today_usd": 0.0,
+                                                              "capped": False}
+
+        Gauge("arsonor_llm_budget_usd", "Daily LLM budget in USD (LLM_DAILY_BUDGET_USD)",
+              registry=r).set(budget_usd)
+        Gauge("arsonor_llm_spent_today_usd", "LLM cost so far today (UTC), answers and judge",
+              registry=r).set_function(lambda: status()["spent_today_usd"])
+        Gauge("arsonor_llm_budget_capped", "1 while the daily budget is spent (answers are "
+              "extractive)", registry=r).set_function(lambda: float(status()["capped"]))
 
     # -- observer of the assistant (see assistant.answering.rag) -------------------------------
 

@@ -20,6 +20,7 @@ from assistant.config import REPO_DIR
 from assistant.conversation_log import StoreUnavailable
 from assistant.conversation_log.reports import MAX_BUCKETS, RANGES, dashboard_for_hours
 from assistant.errors import AssistantError
+from assistant.web.admin import admin_required
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +131,13 @@ def article(article_id: str):
 
 
 @bp.get("/dashboard")
+@admin_required
 def dashboard():
     return render_template("dashboard.html", ranges=sorted(RANGES))
 
 
 @bp.get("/dashboard/data")
+@admin_required
 def dashboard_data_view():
     try:
         hours = float(request.args.get("hours", "24"))
