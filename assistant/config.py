@@ -71,6 +71,12 @@ class Settings:
     port: int = 5000
     threads: int = 8
     log_json: bool = False
+    # -- browser access: the embeddable widget (framing) and CORS --------------------------
+    allowed_origins: str = ""  # comma-separated exact origins, e.g. https://www.arsonor.com
+
+    @property
+    def allowed_origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
 
     @property
     def embedded_file(self) -> Path:

@@ -41,7 +41,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     lower-case keys overriding Settings fields, upper-case keys going to ``app.config``."""
     from assistant.web import api, logs
     from assistant.web.metrics import Metrics
-    from assistant.web import pages
+    from assistant.web import pages, security
 
     test_config = dict(test_config or {})
     settings = _settings_from(test_config)
@@ -60,5 +60,6 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.register_blueprint(api.bp)
     pages.init_app(app)
+    security.init_app(app)
     api.register_error_handlers(app)
     return app
