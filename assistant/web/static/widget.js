@@ -1,5 +1,6 @@
-/* Arsonor Assistant widget loader. Paste on the blog:
-     <script src="https://ASSISTANT_HOST/widget.js" data-lang="fr" async></script>
+/* Arsonor Assistant widget loader. Paste on the blog (ASSISTANT is the assistant's address,
+   e.g. https + the host name):
+     <script src="ASSISTANT/widget.js" data-lang="fr" async></script>
    It adds an "Ask the blog" button (in a shadow root, so the blog's CSS cannot reach it) that
    opens the chat in an iframe of ASSISTANT_HOST/embed: the chat's code, styles and the
    readers' conversations stay on the assistant's origin, out of reach of the blog's scripts
