@@ -77,7 +77,7 @@ class Settings:
     request_timeout: float = 30.0  # a request must arrive whole within this many seconds
     shutdown_timeout: float = 20.0  # SIGTERM: requests under way get this long to finish
     # -- public deployment: CORS, admin access, rate limits, spending cap, privacy (issue 9) --
-    allowed_origins: str = ""  # comma-separated exact origins allowed to call the API (CORS)
+    allowed_origins: str = ""  # exact origins that may embed the widget and call the API (CORS)
     admin_token: str = ""  # bearer token / login password of the admin pages; "" = loopback only
     secret_key: str = ""  # signs the admin session cookie; "" = a random one per process
     rate_limit: str = "10/minute;100/hour;300/day"  # per client on /question and /feedback; "off"

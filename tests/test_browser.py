@@ -118,6 +118,14 @@ def shown_text(answer: str) -> str:
     return CITATION.sub(lambda m: "".join(re.split(r"\s*[,;]\s*", m.group(1))), answer)
 
 
+def cited_by_article(sources: list[dict], cited: list[int]) -> dict[str, list[int]]:
+    """The cited passage numbers of each article, articles in the order of their first passage
+    in the reply (how the page lists them)."""
+    order = dict.fromkeys(s["article_id"] for s in sources)
+    grouped = {a: [n for n in cited if sources[n - 1]["article_id"] == a] for a in order}
+    return {a: numbers for a, numbers in grouped.items() if numbers}
+
+
 def no_horizontal_scroll(page) -> None:
     width = page.evaluate("window.innerWidth")
     assert page.evaluate("document.documentElement.scrollWidth") <= width
@@ -165,13 +173,16 @@ def test_chat_streams_cites_takes_feedback_and_follows_up(browser, serve, settin
     cited = sorted({int(n) for group in CITATION.findall(answer)
                     for n in re.split(r"\s*[,;]\s*", group)})
     assert cited, answer
-    items = first.locator(".sources-list li")
-    expect(items).to_have_count(len(cited))
-    for i, number in enumerate(cited):
+    # one entry per cited article, its cited passages' numbers under it
+    by_article = cited_by_article(sources, cited)
+    items = first.locator(".sources-list > li.source")
+    expect(items).to_have_count(len(by_article))
+    for i, (article_id, numbers) in enumerate(by_article.items()):
         item = items.nth(i)
-        source = sources[number - 1]
-        assert item.get_attribute("value") == str(number)
-        link = item.locator("a")
+        source = sources[numbers[0] - 1]
+        assert item.get_attribute("data-article-id") == article_id
+        expect(item.locator(".passage-n")).to_have_text([str(n) for n in numbers])
+        link = item.locator(".source-title a")
         expect(link).to_have_text(source["title"])
         assert link.get_attribute("href") == source["url"] == f"/articles/{source['article_id']}"
         assert link.get_attribute("target") == "_blank"
@@ -186,11 +197,12 @@ def test_chat_streams_cites_takes_feedback_and_follows_up(browser, serve, settin
 
     # a source opens its article in a new tab
     with context.expect_page() as new_tab:
-        items.first.locator("a").click()
+        items.first.locator(".source-title a").click()
     article = new_tab.value
     article.wait_for_load_state()
-    assert article.url == served.url + sources[cited[0] - 1]["url"]
-    expect(article.locator("h1")).to_have_text(sources[cited[0] - 1]["title"])
+    first_cited = sources[next(iter(by_article.values()))[0] - 1]
+    assert article.url == served.url + first_cited["url"]
+    expect(article.locator("h1")).to_have_text(first_cited["title"])
     article.close()
 
     # -- follow-up in the same conversation -----------------------------------------------------

@@ -109,6 +109,39 @@ def test_chat_page(client):
     assert "/static/pages/chat.js" in page.urls and "/static/pages/app.css" in page.urls
 
 
+def test_embed_page_is_the_chat_in_the_chosen_language(client):
+    """The widget's panel: the chat page's own markup and scripts, its language fixed by ?lang=."""
+    chat = client.get("/").get_data(as_text=True)
+    for lang in ("fr", "en"):
+        response = client.get(f"/embed?lang={lang}")
+        assert response.status_code == 200 and response.mimetype == "text/html"
+        html = response.get_data(as_text=True)
+        assert f'<html lang="{lang}" data-ui-lang="{lang}">' in html
+        for needed in ('id="ask-form"', 'id="question"', 'id="new-conversation"', 'id="thread"',
+                       'id="tpl-answer"', 'class="example"', 'id="widget-close"'):
+            assert needed in html, needed
+        assert 'id="lang-toggle"' not in html and 'class="topbar"' not in html
+        page = links(html)
+        shared = {"/static/pages/i18n.js", "/static/pages/chat.js", "/static/pages/app.css"}
+        assert shared <= set(page.urls) and shared <= set(links(chat).urls)
+        assert "/static/pages/embed.js" in page.urls
+    assert client.get("/embed?lang=fr-CA").status_code == 200
+    assert client.get("/embed").get_data(as_text=True).count('data-ui-lang="fr"') == 1
+    refused = client.get("/embed?lang=de")
+    assert refused.status_code == 400
+    assert refused.get_json() == {"error": "lang must be one of fr, en"}
+
+
+def test_widget_script_is_served_as_javascript(client):
+    response = client.get("/widget.js")
+    assert response.status_code == 200
+    assert response.mimetype in ("text/javascript", "application/javascript")
+    assert response.headers["Cache-Control"] == "public, max-age=3600"
+    code = response.get_data(as_text=True)
+    assert code == (STATIC / "widget.js").read_text(encoding="utf-8")
+    assert "/embed?lang=" in code and "attachShadow" in code
+
+
 def test_dashboard_page(client):
     response = client.get("/dashboard")
     assert response.status_code == 200
@@ -125,7 +158,8 @@ def test_dashboard_page(client):
 
 
 def test_every_referenced_asset_is_served(client):
-    for path in ("/", "/dashboard", f"/articles/{ARTICLES[0]['article_id']}", "/articles/nope"):
+    for path in ("/", "/dashboard", f"/articles/{ARTICLES[0]['article_id']}", "/articles/nope",
+                 "/embed?lang=fr"):
         html = client.get(path).get_data(as_text=True)
         for url in links(html).urls:
             assert url.startswith("/"), (path, url)
@@ -141,7 +175,8 @@ def test_every_referenced_asset_is_served(client):
 def test_nothing_is_fetched_from_another_host(client):
     """No CDN, no external font, no absolute URL at all in the HTML, CSS and JS served."""
     served = {}
-    for path in ("/", "/dashboard", f"/articles/{ARTICLES[0]['article_id']}", "/articles/nope"):
+    for path in ("/", "/dashboard", f"/articles/{ARTICLES[0]['article_id']}", "/articles/nope",
+                 "/embed?lang=en", "/widget.js"):
         served[path] = client.get(path).get_data(as_text=True)
     for asset in sorted(STATIC.iterdir()):
         path = f"/static/pages/{asset.name}"
@@ -196,7 +231,7 @@ def test_both_languages_have_every_label():
                 "mode.llm", "mode.extractive", "mode.unknown"):
         assert key in tables["fr"] and key in tables["en"]
     # the French page is the default: what the server renders is the French table
-    chat = (TEMPLATES / "chat.html").read_text(encoding="utf-8")
+    chat = (TEMPLATES / "_chat.html").read_text(encoding="utf-8")
     assert tables["fr"]["chat.title"] in chat and tables["fr"]["chat.new"] in chat
 
 

@@ -41,7 +41,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     lower-case keys overriding Settings fields, upper-case keys going to ``app.config``."""
     from assistant.web import admin, api, cors, limits, logs
     from assistant.web.metrics import Metrics
-    from assistant.web import pages
+    from assistant.web import pages, security
 
     test_config = dict(test_config or {})
     settings = _settings_from(test_config)
@@ -65,6 +65,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     pages.init_app(app)
     admin.init_app(app, admin_token=settings.admin_token, secret_key=settings.secret_key,
                    host=settings.host)
+    security.init_app(app)
     api.register_error_handlers(app)
     limits.init_app(app, rate_limit=settings.rate_limit,
                     storage_url=settings.rate_limit_storage_url)

@@ -1,5 +1,6 @@
-"""The web pages: the chat (``/``), the demo articles (``/articles/<id>``) and the monitoring
-dashboard (``/dashboard``, its data at ``/dashboard/data``).
+"""The web pages: the chat (``/``), the demo articles (``/articles/<id>``), the monitoring
+dashboard (``/dashboard``, its data at ``/dashboard/data``) and the embeddable widget (its loader
+``/widget.js``, pasted on the blog, and the chat panel it frames, ``/embed?lang=fr|en``).
 
 Everything the pages need is served by the app itself (templates, CSS, JS, the chart drawing
 script): no CDN, no external font. The pages talk to the JSON API (``POST /question``,
@@ -21,6 +22,7 @@ from assistant.conversation_log import StoreUnavailable
 from assistant.conversation_log.reports import MAX_BUCKETS, RANGES, dashboard_for_hours
 from assistant.errors import AssistantError
 from assistant.web.admin import admin_required
+from assistant.web.security import allow_framing
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ bp = Blueprint("pages", __name__, template_folder="templates", static_folder="st
                static_url_path="/static/pages")
 
 CATEGORIES = ("LE HOME STUDIO", "LE SOUND DESIGN", "LA POST-PROD")
+INTERFACE_LANGUAGES = ("fr", "en")
+WIDGET_MAX_AGE = 3600  # seconds a browser may keep /widget.js before asking again
 MAX_HOURS = 24 * 366
 
 
@@ -115,6 +119,22 @@ def init_app(app) -> None:
 @bp.get("/")
 def chat():
     return render_template("chat.html", categories=CATEGORIES)
+
+
+@bp.get("/widget.js")
+def widget_script():
+    response = bp.send_static_file("widget.js")
+    response.headers["Cache-Control"] = f"public, max-age={WIDGET_MAX_AGE}"
+    return response
+
+
+@bp.get("/embed")
+@allow_framing
+def embed():
+    lang = request.args.get("lang", "fr").strip().lower()[:2]
+    if lang not in INTERFACE_LANGUAGES:
+        return jsonify(error=f"lang must be one of {', '.join(INTERFACE_LANGUAGES)}"), 400
+    return render_template("embed.html", categories=CATEGORIES, lang=lang)
 
 
 @bp.get("/articles/<article_id>")

@@ -1,7 +1,10 @@
 /* The chat page: asks POST /question with Accept: text/event-stream and reads the SSE stream
    (sources, token..., done | error) with fetch + ReadableStream; keeps conversation_id for
-   follow-ups; thumbs up/down post /feedback for that answer's exchange_id. All text goes in
-   through textContent: nothing the server or the user sends is ever parsed as HTML. */
+   follow-ups; thumbs up/down post /feedback for that answer's exchange_id. Sources are shown
+   one entry per article with its cited passages [n] under it; a declined answer (covered:
+   false) shows the related articles instead, and notices above the sources. Runs the chat page
+   (/) and the widget's embed page (/embed) alike. All text goes in through textContent:
+   nothing the server or the user sends is ever parsed as HTML. */
 (function () {
   "use strict";
 
@@ -45,10 +48,55 @@
     return value.toLocaleString(window.I18N.locale(), { maximumFractionDigits: value < 10 ? 1 : 0 }) + " " + t("chat.seconds");
   }
 
+  // The reply's sources, one entry per article: {article_id, title, url, passages: [{n, chunk_id,
+  // score, excerpt}]} where n is the citation number [n] of the answer. The older flat list of
+  // passages ({article_id, title, url, chunk_id, score}, passage n at index n-1) is grouped here
+  // the same way, so both shapes render alike.
+  function groupSources(sources) {
+    if (!Array.isArray(sources)) return [];
+    sources = sources.filter(function (s) { return s && typeof s === "object"; });
+    if (sources.length && sources.every(function (s) { return Array.isArray(s.passages); })) {
+      return sources.map(function (s) {
+        return { article_id: s.article_id, title: s.title, url: s.url,
+                 passages: s.passages.filter(function (p) {
+                   return p && typeof p.n === "number" && isFinite(p.n);
+                 }) };
+      });
+    }
+    var byArticle = Object.create(null);
+    var articles = [];
+    sources.forEach(function (s, i) {
+      var key = "k" + String(s.article_id || s.url || i);
+      var article = byArticle[key];
+      if (!article) {
+        article = byArticle[key] = { article_id: s.article_id, title: s.title, url: s.url, passages: [] };
+        articles.push(article);
+      }
+      article.passages.push({ n: i + 1, chunk_id: s.chunk_id, score: s.score, excerpt: s.excerpt || "" });
+    });
+    return articles;
+  }
+
+  // Citation number -> its article.
+  function articleByNumber(articles) {
+    var map = Object.create(null);
+    articles.forEach(function (a) { a.passages.forEach(function (p) { map[p.n] = a; }); });
+    return map;
+  }
+
+  function newTabLink(href, text) {
+    var a = document.createElement("a");
+    a.href = href;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer";
+    a.textContent = text;
+    return a;
+  }
+
   // Answer text with its citations [1], [2], [1, 3] or [1][3] turned into links to the sources.
   var CITATION = /\[(\d+(?:\s*[,;]\s*\d+)*)\]/g;
 
-  function renderAnswer(container, text, sources) {
+  function renderAnswer(container, text, byNumber) {
     var fragment = document.createDocumentFragment();
     var last = 0;
     var match;
@@ -58,17 +106,13 @@
       var numbers = match[1].split(/\s*[,;]\s*/);
       var links = numbers.map(function (n) {
         var index = parseInt(n, 10);
-        var source = sources && sources[index - 1];
+        var source = byNumber && byNumber[index];
         var href = source && safeUrl(source.url);
         if (!href) return null;
-        var a = document.createElement("a");
+        var a = newTabLink(href, String(index));
         a.className = "cite";
-        a.href = href;
-        a.target = "_blank";
-        a.rel = "noopener noreferrer";
         a.title = "[" + index + "] " + (source.title || "");
         a.dataset.source = String(index);
-        a.textContent = String(index);
         return a;
       });
       if (links.every(Boolean)) {
@@ -82,52 +126,116 @@
     container.replaceChildren(fragment);
   }
 
-  // The numbers the answer cites (1-based), in order of first citation.
-  function citedNumbers(text, count) {
+  // The numbers the answer cites that have a passage, in order of first citation.
+  function citedNumbers(text, byNumber) {
     var seen = [];
     var match;
     CITATION.lastIndex = 0;
     while ((match = CITATION.exec(text)) !== null) {
       match[1].split(/\s*[,;]\s*/).forEach(function (n) {
         var index = parseInt(n, 10);
-        if (index >= 1 && index <= count && seen.indexOf(index) < 0) seen.push(index);
+        if (byNumber[index] && seen.indexOf(index) < 0) seen.push(index);
       });
     }
     return seen;
   }
 
-  // The sources the answer cites, under their own numbers (all of them when it cites none).
-  function renderSources(view, sources, text) {
+  // One entry per article the answer cites (all of them when it cites none), its cited
+  // passages under it with their numbers.
+  function renderSources(view, articles, text) {
     var box = view.querySelector(".sources");
     var list = view.querySelector(".sources-list");
     list.replaceChildren();
-    sources = sources || [];
-    var cited = citedNumbers(text || "", sources.length).sort(function (a, b) { return a - b; });
-    var shown = cited.length ? cited : sources.map(function (_, i) { return i + 1; });
-    shown.forEach(function (number) {
-      var source = sources[number - 1];
+    var byNumber = articleByNumber(articles);
+    var cited = citedNumbers(text || "", byNumber);
+    var shown = 0;
+    articles.forEach(function (article) {
+      var passages = article.passages.filter(function (p) {
+        return !cited.length || cited.indexOf(p.n) >= 0;
+      }).sort(function (a, b) { return a.n - b.n; });
+      if (!passages.length) return;
       var li = document.createElement("li");
-      li.value = number;
-      li.dataset.number = String(number);
-      var href = safeUrl(source.url);
-      var title = source.title || source.url || source.article_id || "?";
+      li.className = "source";
+      if (article.article_id != null) li.dataset.articleId = String(article.article_id);
+      li.dataset.numbers = passages.map(function (p) { return p.n; }).join(",");
+      var href = safeUrl(article.url);
+      var title = article.title || article.url || article.article_id || "?";
+      var heading = document.createElement("span");
+      heading.className = "source-title";
       if (href) {
-        var a = document.createElement("a");
-        a.href = href;
-        a.target = "_blank";
-        a.rel = "noopener noreferrer";
-        a.textContent = title;
+        var a = newTabLink(href, String(title));
         a.title = t("chat.source_open");
         a.setAttribute("data-i18n-title", "chat.source_open");
-        li.appendChild(a);
+        heading.appendChild(a);
       } else {
-        li.textContent = title;
+        heading.textContent = String(title);
       }
+      li.appendChild(heading);
+      var ol = document.createElement("ul");
+      ol.className = "passages";
+      passages.forEach(function (p) {
+        var item = document.createElement("li");
+        item.className = "passage";
+        item.dataset.number = String(p.n);
+        var number = document.createElement("span");
+        number.className = "passage-n";
+        number.textContent = String(p.n);
+        item.appendChild(number);
+        if (typeof p.excerpt === "string" && p.excerpt) {
+          var excerpt = document.createElement("span");
+          excerpt.className = "excerpt";
+          excerpt.textContent = p.excerpt;
+          item.appendChild(excerpt);
+        }
+        ol.appendChild(item);
+      });
+      li.appendChild(ol);
+      list.appendChild(li);
+      shown += 1;
+    });
+    var heading = view.querySelector(".sources-title");
+    heading.textContent = t("chat.sources");
+    heading.setAttribute("data-i18n", "chat.sources");
+    box.hidden = shown === 0;
+  }
+
+  // A declined answer's close articles ({title, url}), when there are any.
+  function renderRelated(view, related) {
+    var box = view.querySelector(".related");
+    var list = view.querySelector(".related-list");
+    list.replaceChildren();
+    (Array.isArray(related) ? related : []).forEach(function (r) {
+      var href = r && safeUrl(r.url);
+      if (!href) return;
+      var li = document.createElement("li");
+      li.appendChild(newTabLink(href, String(r.title || r.url)));
       list.appendChild(li);
     });
-    view.querySelector(".sources-title").textContent = t("chat.sources");
-    view.querySelector(".sources-title").setAttribute("data-i18n", "chat.sources");
-    box.hidden = shown.length === 0;
+    var heading = view.querySelector(".related-title");
+    heading.textContent = t("chat.related");
+    heading.setAttribute("data-i18n", "chat.related");
+    box.hidden = list.children.length === 0;
+  }
+
+  // Notices ({code, message}): known codes in the interface's language, others as sent.
+  function renderNotices(view, notices) {
+    var list = view.querySelector(".notices");
+    list.replaceChildren();
+    (Array.isArray(notices) ? notices : []).forEach(function (notice) {
+      if (!notice || typeof notice !== "object") return;
+      var code = typeof notice.code === "string" ? notice.code : "";
+      var key = "notice." + code;
+      var known = code && t(key) !== key;
+      var text = known ? t(key) : (typeof notice.message === "string" ? notice.message : "");
+      if (!text) return;
+      var li = document.createElement("li");
+      li.className = "notice";
+      li.dataset.code = code;
+      if (known) li.setAttribute("data-i18n", key);
+      li.textContent = text;
+      list.appendChild(li);
+    });
+    list.hidden = list.children.length === 0;
   }
 
   function showError(view, message) {
@@ -158,7 +266,9 @@
     this.view = view;
     this.answerEl = view.querySelector(".answer");
     this.text = "";
-    this.sources = [];
+    this.articles = [];
+    this.covered = true;
+    this.related = [];
     this.pending = false;
     this.tokens = 0;
     view.querySelectorAll(".thumb").forEach(function (b) {
@@ -177,16 +287,21 @@
     window.requestAnimationFrame(function () {
       self.pending = false;
       if (self.done) return;
-      renderAnswer(self.answerEl, self.text, self.sources);
+      renderAnswer(self.answerEl, self.text, articleByNumber(self.articles));
       self.answerEl.classList.add("streaming");
       self.view.dataset.partial = String(Number(self.view.dataset.partial || 0) + 1);
       scrollToEnd();
     });
   };
 
+  // The sources event (and the JSON reply): {conversation_id, exchange_id, covered, sources,
+  // related}; a reply without "covered" (older servers) covers the question.
   Exchange.prototype.onSources = function (data) {
-    if (data && data.conversation_id) conversationId = data.conversation_id;
-    this.sources = (data && data.sources) || [];
+    if (!data || typeof data !== "object") return;
+    if (data.conversation_id) conversationId = data.conversation_id;
+    if (data.covered === false) this.covered = false;
+    if (data.sources) this.articles = this.covered ? groupSources(data.sources) : [];
+    if (data.related) this.related = data.related;
   };
 
   Exchange.prototype.onToken = function (data) {
@@ -198,17 +313,19 @@
   };
 
   Exchange.prototype.finish = function (result) {
-    if (result.conversation_id) conversationId = result.conversation_id;
-    this.sources = result.sources || this.sources || [];
+    this.onSources(result);
     this.text = typeof result.answer === "string" ? result.answer : this.text;
     this.done = true;  // a streaming redraw still queued must not come after the final text
-    renderAnswer(this.answerEl, this.text, this.sources);
+    renderAnswer(this.answerEl, this.text, articleByNumber(this.articles));
     this.answerEl.classList.remove("streaming");
     this.view.dataset.conversationId = conversationId || "";
     this.view.dataset.tokens = String(this.tokens);  // token events received (0: not streamed)
     if (result.exchange_id) this.view.dataset.exchangeId = result.exchange_id;
     if (result.mode) this.view.dataset.mode = result.mode;
-    renderSources(this.view, this.sources, this.text);
+    this.view.dataset.covered = String(this.covered);
+    renderNotices(this.view, result.notices);
+    renderSources(this.view, this.articles, this.text);
+    renderRelated(this.view, this.covered ? [] : this.related);
 
     var mode = this.view.querySelector(".mode");
     var modeKey = result.mode === "llm" ? "chat.mode.llm" : "chat.mode.extractive";
@@ -262,7 +379,7 @@
   Exchange.prototype.fail = function (message) {
     this.done = true;
     this.answerEl.classList.remove("streaming");
-    if (this.text) renderAnswer(this.answerEl, this.text, this.sources);
+    if (this.text) renderAnswer(this.answerEl, this.text, articleByNumber(this.articles));
     showError(this.view, message);
     scrollToEnd();
   };
@@ -372,7 +489,6 @@
         var payload = null;
         try { payload = JSON.parse(raw); } catch (e) { payload = null; }
         if (response.ok && payload && typeof payload.answer === "string") {
-          exchange.onSources(payload);
           exchange.finish(payload);
         } else {
           // An unknown conversation (404): the next question starts a new one.

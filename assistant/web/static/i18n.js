@@ -1,5 +1,6 @@
 /* UI labels in French and English. French by default; English when the browser prefers it,
-   and a FR/EN toggle (remembered in localStorage). Elements carry data-i18n (text),
+   and a FR/EN toggle (remembered in localStorage); the widget's embed page fixes it
+   (<html data-ui-lang>). Elements carry data-i18n (text),
    data-i18n-placeholder, data-i18n-aria (aria-label) or data-i18n-title. */
 (function () {
   "use strict";
@@ -33,6 +34,12 @@
       "chat.error_network": "Le serveur ne répond pas. Vérifiez votre connexion et réessayez.",
       "chat.error_interrupted": "La réponse a été interrompue. Réessayez.",
       "chat.error_status": "Erreur",
+      "chat.related": "Articles proches",
+      "chat.passage": "Passage",
+      "notice.quoted_in_french": "Passages cités du blog en français",
+      "notice.llm_budget_reached": "Plafond de dépense du jour atteint : réponse faite d'extraits des articles",
+      "widget.title": "Demandez au blog",
+      "widget.close": "Fermer",
       "chat.seconds": "s",
       "article.note": "Article de démonstration du corpus de l'assistant.",
       "article.back": "← Retour à l'assistant",
@@ -132,6 +139,12 @@
       "chat.error_network": "The server does not answer. Check your connection and try again.",
       "chat.error_interrupted": "The answer was interrupted. Please try again.",
       "chat.error_status": "Error",
+      "chat.related": "Related articles",
+      "chat.passage": "Passage",
+      "notice.quoted_in_french": "Passages quoted from the blog in French",
+      "notice.llm_budget_reached": "Today's spending cap is reached: the answer is made of excerpts from the articles",
+      "widget.title": "Ask the blog",
+      "widget.close": "Close",
       "chat.seconds": "s",
       "article.note": "Demo article from the assistant's corpus.",
       "article.back": "← Back to the assistant",
@@ -206,6 +219,10 @@
   };
 
   function initialLang() {
+    // A page whose language is fixed by the server (the widget's embed page: the blog owner
+    // chose it) keeps it; elsewhere the reader's choice, then the browser's.
+    var fixed = document.documentElement.getAttribute("data-ui-lang");
+    if (fixed === "fr" || fixed === "en") return fixed;
     var stored = null;
     try { stored = window.localStorage.getItem("arsonor.lang"); } catch (e) { /* private mode */ }
     if (stored === "fr" || stored === "en") return stored;
