@@ -33,7 +33,12 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-_HEADERS = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
+# Every response carries X-Request-ID; the app's own also carry the security headers
+# (assistant/web/security.py; not those the HTTP server writes for a malformed request).
+SECURITY_HEADERS = ("Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy",
+                    "X-Frame-Options")
+_HEADERS = {name: {"$ref": f"#/components/headers/{name}"}
+            for name in ("X-Request-ID", *SECURITY_HEADERS)}
 
 
 def _response(description: str, media: dict | None = None, **headers: dict) -> dict:
@@ -54,6 +59,26 @@ def _error(description: str, **headers: dict) -> dict:
 def _text(media_type: str, description: str) -> dict:
     return _response(description, {media_type: {"schema": {"type": "string"}}})
 
+
+def _page_or_error(description: str, **headers: dict) -> dict:
+    """An error a person gets as an HTML page and a machine as JSON (the Accept header decides)."""
+    return _response(description, {"application/json": {"schema": _ref("Error")},
+                                   "text/html": {"schema": {"type": "string"}}}, **headers)
+
+
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before asking again.",
+                               "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+TOO_MANY = {"429": _error("Too many requests from this client (RATE_LIMIT).", **RETRY_AFTER)}
+# What the admin pages (the dashboard, its data, /metrics) answer someone who is not the owner.
+ADMIN_REFUSALS = {
+    "302": _response("A person (Accept: text/html) without a session: to the login form.",
+                     Location={"schema": {"type": "string"}}),
+    "401": _error("No or wrong `Authorization: Bearer <ADMIN_TOKEN>`.",
+                  **{"WWW-Authenticate": {"schema": {"type": "string"}}}),
+    "403": _page_or_error("Admin pages refused: no ADMIN_TOKEN and the server listens on a "
+                          "public interface, or the visitor is not on this machine."),
+}
+ADMIN_SECURITY = [{"bearer": []}, {"session": []}]
 
 # Statuses any request can get, from the app or from the HTTP server itself (malformed request
 # line or headers, headers or body too large: JSON too, see assistant/web/serving.py).
@@ -99,8 +124,10 @@ def sse_event_schema() -> dict:
 
 def _operation(operation_id: str, summary: str, responses: dict, *, description: str = "",
                body: str | None = None, parameters: list | None = None,
-               common: dict = COMMON_ERRORS) -> dict:
+               common: dict = COMMON_ERRORS, security: list | None = None) -> dict:
     operation = {"operationId": operation_id, "summary": summary}
+    if security:
+        operation["security"] = security
     if description:
         operation["description"] = description
     if parameters:
@@ -144,6 +171,7 @@ def paths() -> dict:
                     },
                 }),
                 "404": _error("Unknown conversation_id."),
+                **TOO_MANY,
                 "502": _error("The LLM failed or could not be reached (the exchange is logged "
                               "with status llm_error)."),
                 "503": _error("The search engine is unavailable (no index, cannot be read or "
@@ -165,6 +193,7 @@ def paths() -> dict:
                              "and stored when it is back."),
                 "404": _error("Unknown exchange_id or conversation_id, or an exchange of "
                               "another conversation."),
+                **TOO_MANY,
             })},
         "/health": {"get": _operation(
             "health", "State of the search engine, the conversation log and the LLM.",
@@ -177,7 +206,8 @@ def paths() -> dict:
             })},
         "/metrics": {"get": _operation(
             "metrics", "Prometheus metrics (text exposition format).",
-            responses={"200": _text("text/plain", "Metrics.")})},
+            security=ADMIN_SECURITY,
+            responses={"200": _text("text/plain", "Metrics."), **ADMIN_REFUSALS})},
         "/openapi.json": {"get": _operation(
             "openapi", "This document.",
             responses={"200": _json({"type": "object"}, "OpenAPI 3.1 document.")})},
@@ -185,10 +215,11 @@ def paths() -> dict:
             "chatPage", "The chat page (HTML).",
             responses={"200": _text("text/html", "The page.")})},
         "/dashboard": {"get": _operation(
-            "dashboardPage", "The monitoring dashboard (HTML).",
-            responses={"200": _text("text/html", "The page.")})},
+            "dashboardPage", "The monitoring dashboard (HTML).", security=ADMIN_SECURITY,
+            responses={"200": _text("text/html", "The page."), **ADMIN_REFUSALS})},
         "/dashboard/data": {"get": _operation(
             "dashboardData", "The dashboard's figures over the last `hours`.",
+            security=ADMIN_SECURITY,
             parameters=[
                 {"name": "hours", "in": "query", "required": False,
                  "description": "Period, in hours (default 24).", "schema": {"type": "string"}},
@@ -199,9 +230,46 @@ def paths() -> dict:
             responses={
                 "200": _json({"type": "object"}, "Volumes, feedback, relevance, latency, "
                              "tokens and cost, with their time series."),
+                **ADMIN_REFUSALS,
                 "400": _error("hours or bucket is not a number, or out of range."),
                 "503": _error("The conversation log is unavailable."),
             })},
+        "/login": {
+            "get": _operation(
+                "loginForm", "The owner's login form (HTML) for the admin pages.",
+                parameters=[{"name": "next", "in": "query", "required": False,
+                             "description": "A path of this site to go to after login.",
+                             "schema": {"type": "string"}}],
+                responses={"200": _text("text/html", "The form."),
+                           "302": _response("Already admitted (loopback mode): to `next`.",
+                                            Location={"schema": {"type": "string"}}),
+                           "403": _page_or_error("Admin pages refused on this server.")}),
+            "post": _operation(
+                "login", "Check the admin token; on success set the signed session cookie.",
+                responses={
+                    "303": _response("Logged in: to `next`, with the session cookie.",
+                                     Location={"schema": {"type": "string"}},
+                                     **{"Set-Cookie": {"schema": {"type": "string"}}}),
+                    "400": _text("text/html", "Missing or wrong CSRF token (the form again)."),
+                    "401": _text("text/html", "Wrong token (the form again)."),
+                    "403": _page_or_error("Admin pages refused on this server."),
+                    **TOO_MANY,
+                })},
+        "/logout": {"post": _operation(
+            "logout", "End the owner's session.",
+            responses={"303": _response("Logged out: to the login form.",
+                                        Location={"schema": {"type": "string"}}),
+                       "400": _error("Missing or wrong CSRF token.")})},
+        "/widget.js": {"get": _operation(
+            "widgetLoader", "The embeddable widget's loader, for the blog's pages.",
+            responses={"200": _text("text/javascript", "The script.")})},
+        "/embed": {"get": _operation(
+            "embedPage", "The chat panel the widget frames (HTML; framable by ALLOWED_ORIGINS).",
+            parameters=[{"name": "lang", "in": "query", "required": False,
+                         "description": "Interface language (fr, en; fr-CA and the like count).",
+                         "schema": {"type": "string"}}],
+            responses={"200": _text("text/html", "The panel."),
+                       "400": _error("lang is not fr or en.")})},
         "/static/pages/{filename}": {"get": _operation(
             "staticFile", "The pages' scripts, style sheet and icon.",
             parameters=[{"name": "filename", "in": "path", "required": True,
@@ -265,7 +333,7 @@ SCHEMAS = {
                 "Answer": {
                     "type": "object",
                     "required": ["conversation_id", "exchange_id", "question", "answer", "sources",
-                                 "mode", "model", "response_time", "tokens", "cost"],
+                                 "mode", "model", "response_time", "tokens", "cost", "notices"],
                     "properties": {
                         "conversation_id": {"type": "string"},
                         "exchange_id": {"type": "string",
@@ -285,6 +353,9 @@ SCHEMAS = {
                         "tokens": {"$ref": "#/components/schemas/Tokens"},
                         "cost": {"type": ["number", "null"],
                                  "description": "USD; null when the model's price is unknown."},
+                        "notices": {"type": "array", "items": _ref("Notice"),
+                                    "description": "What the reader should know about this "
+                                                   "answer, in the reader's language."},
                     },
                 },
                 "FeedbackRequest": {
@@ -324,7 +395,11 @@ SCHEMAS = {
                                 "properties": {"ok": {"type": "boolean"},
                                                "mode": {"type": "string", "enum": ["llm", "extractive"]},
                                                "model": {"type": ["string", "null"]},
-                                               "detail": {"type": ["string", "null"]}}},
+                                               "detail": {"type": ["string", "null"]},
+                                               # with LLM_DAILY_BUDGET_USD set
+                                               "budget_usd": {"type": "number"},
+                                               "spent_today_usd": {"type": "number"},
+                                               "capped": {"type": "boolean"}}},
                     },
                 },
     "StreamSources": {
@@ -333,6 +408,13 @@ SCHEMAS = {
         "properties": {"conversation_id": {"type": "string"},
                        "exchange_id": {"type": "string"},
                        "sources": {"type": "array", "items": _ref("Source")}},
+    },
+    "Notice": {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {"code": {"type": "string",
+                                "examples": ["quoted_in_french", "llm_budget_reached"]},
+                       "message": {"type": "string"}},
     },
     "StreamToken": {
         "type": "object", "required": ["text"], "properties": {"text": {"type": "string"}},
@@ -347,11 +429,24 @@ SCHEMAS = {
 }
 
 HEADERS = {
+    "Content-Security-Policy": {"description": "No inline script; framing only of /embed by "
+                                               "ALLOWED_ORIGINS.", "schema": {"type": "string"}},
+    "X-Content-Type-Options": {"schema": {"type": "string", "const": "nosniff"}},
+    "Referrer-Policy": {"schema": {"type": "string"}},
+    "X-Frame-Options": {"description": "DENY, except on /embed (framed by the widget).",
+                        "schema": {"type": "string", "const": "DENY"}},
     "X-Request-ID": {
         "description": "The request's id: the one it sent when sane, else a new one; in the "
                        "server's log lines of this request.",
         "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:\\-]{1,128}$"},
     },
+}
+
+
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "ADMIN_TOKEN."},
+    "session": {"type": "apiKey", "in": "cookie", "name": "arsonor_admin",
+                "description": "Set by POST /login."},
 }
 
 
@@ -369,7 +464,8 @@ def openapi_document(version: str = "0.1.0") -> dict:
                 "header (the request's own when it sent a sane one)."),
         },
         "paths": paths(),
-        "components": {"schemas": SCHEMAS, "headers": HEADERS},
+        "components": {"schemas": SCHEMAS, "headers": HEADERS,
+                       "securitySchemes": SECURITY_SCHEMES},
     }
 
 
