@@ -71,6 +71,9 @@ class Settings:
     port: int = 5000
     threads: int = 8
     log_json: bool = False
+    # -- coverage gate (issue 8): decline questions the blog does not cover --------------------
+    coverage_gate: bool = True  # off: every question counts as covered (the gate's calibration
+    # is the "coverage" block of the retrieval configuration, per embedder model)
 
     @property
     def embedded_file(self) -> Path:
