@@ -220,10 +220,18 @@ def ask_command(settings, question, category, conversation_id, as_json):
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return
     click.echo(result.answer.strip())
-    if result.sources:
+    if result.sources:  # grouped by article: one line per cited number, in number order
         click.echo("\nSources:")
-        for n, source in enumerate(result.sources, 1):
+        numbered = sorted((p["n"], source) for source in result.sources
+                          for p in source["passages"])
+        for n, source in numbered:
             click.echo(f"  [{n}] {source['title']} — {source['url'] or source['article_id']}")
+    for notice in result.notices:
+        click.echo(f"\n({notice['message']})")
+    if result.related:
+        click.echo("\nRelated articles:" if result.language == "en" else "\nArticles proches :")
+        for article in result.related:
+            click.echo(f"  - {article['title']} — {article['url']}")
     details = [result.mode if result.model is None else f"{result.mode}, {result.model}",
                f"{result.response_time:.2f} s"]
     if result.tokens["total"]:

@@ -189,7 +189,7 @@ def write_report(out: Path, title: str, results: dict, held: list[Item], held_la
     axis.set_xlabel("shift added to both thresholds (covered when score ≥ threshold + shift)")
     axis.set_ylim(0, 1.02)
     axis.legend(loc="lower left", fontsize=8)
-    axis.set_title(f"Coverage trade-off, held-out part\n{title}", fontsize=9)
+    axis.set_title(f"Coverage trade-off, held-out part\n{title.split(';')[0]}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "coverage.png", dpi=120)
     lines = ["# Coverage gate report", "", title, "",
