@@ -363,6 +363,7 @@ class Assistant:
                 self.observer.exchange(exchange, stored)
             except Exception:  # noqa: BLE001 - metrics never break answers
                 log.exception("exchange observer failed")
-        if status == "ok" and stored and self.judge is not None and exchange.answer:
+        if (status == "ok" and stored and self.judge is not None and exchange.answer
+                and exchange.covered):  # a declined question costs no LLM call, judge included
             self.judge.submit(exchange.id, work.searched, exchange.answer)
         return stored
