@@ -267,6 +267,7 @@ def main(argv=None) -> int:
                               f"threshold answers {args.answered_target:.1%} of their in-scope part.")
             block = dict(raw_config.get("coverage") or {})
             block[embedder.name] = calibration.to_dict()
+            calibration = Calibration.from_dict(block[embedder.name])  # measure what is stored
             raw_config["coverage"] = block
             config_path.write_text(json.dumps(raw_config, indent=2, ensure_ascii=False) + "\n",
                                    encoding="utf-8")

@@ -161,9 +161,12 @@ class Calibration:
 
     def to_dict(self) -> dict:
         data = {"_comment": self.comment} if self.comment else {}
-        data.update({"features": list(FEATURES), "coefficients": [round(c, 6) for c in self.coefficients],
+        # Thresholds rounded down: one put just below a question's score must stay below it.
+        thresholds = {k: math.floor(v * 1e4) / 1e4 for k, v in sorted(self.thresholds.items())}
+        data.update({"features": list(FEATURES),
+                     "coefficients": [round(c, 6) for c in self.coefficients],
                      "intercept": round(self.intercept, 6), "mean": [round(m, 6) for m in self.mean],
-                     "scale": [round(s, 6) for s in self.scale], "thresholds": {k: round(v, 4) for k, v in sorted(self.thresholds.items())},
+                     "scale": [round(s, 6) for s in self.scale], "thresholds": thresholds,
                      "related_cosine": round(self.related_cosine, 4)})
         return data
 
