@@ -360,3 +360,43 @@ def test_gate_adds_only_milliseconds(services):
     for _ in range(20):
         gate.decide(question)
     assert (time.perf_counter() - started) / 20 < 0.02
+
+
+# -- the evaluation / calibration command ----------------------------------------------------
+
+
+def test_thresholds_are_stored_rounded_down():
+    calibration = Calibration.from_dict(calibration_dict(thresholds={"fr": 0.43389, "en": 0.01907}))
+    assert calibration.to_dict()["thresholds"] == {"en": 0.019, "fr": 0.4338}
+
+
+def test_evaluation_reads_question_sets_with_stable_splits(tmp_path):
+    from evaluation.coverage import read_items
+
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"question": "Recette de crêpes ?", "lang": "fr", "kind": "off_domain", '
+                   '"split": "held_out"}\n', encoding="utf-8")
+    [item] = read_items(str(out), False)
+    assert (item.kind, item.split, item.lang) == ("off_domain", "held_out", "fr")
+    first = read_items("evaluation/demo_questions.jsonl", True)
+    assert first == read_items("evaluation/demo_questions.jsonl", True)
+    assert {i.split for i in first} == {"calibration", "held_out"} and {i.kind for i in first} == {"in_scope"}
+    csv_file = tmp_path / "gt.csv"
+    csv_file.write_text("question,chunk\n" + "".join(f"Question {n} ?,c{n}\n" for n in range(50)),
+                        encoding="utf-8")
+    assert len(read_items(str(csv_file), True, csv_sample=10)) == 10
+    out.write_text('{"question": "Recette ?", "kind": "cooking", "split": "held_out"}\n')
+    with pytest.raises(Exception, match="kind must be"):
+        read_items(str(out), False)
+
+
+def test_evaluation_command_errors_are_clear(tmp_path, capsys):
+    from evaluation.coverage import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--chunks", "x.json", "--in-scope", "a.jsonl", "--out-of-scope", "b.jsonl",
+              "--answered-target", "2"])
+    assert exit_.value.code == 2
+    assert main(["--chunks", "data/articles.json", "--in-scope", str(tmp_path / "missing.jsonl"),
+                 "--out-of-scope", "evaluation/coverage_demo_out_of_scope.jsonl"]) == 2
+    assert "questions file not found" in capsys.readouterr().err
