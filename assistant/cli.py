@@ -243,10 +243,18 @@ def ask_command(settings, question, category, conversation_id, as_json):
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return
     click.echo(result.answer.strip())
-    if result.sources:
+    if result.sources:  # grouped by article: one line per cited number, in number order
         click.echo("\nSources:")
-        for n, source in enumerate(result.sources, 1):
+        numbered = sorted((p["n"], source) for source in result.sources
+                          for p in source["passages"])
+        for n, source in numbered:
             click.echo(f"  [{n}] {source['title']} — {source['url'] or source['article_id']}")
+    for notice in result.notices:
+        click.echo(f"\n({notice['message']})")
+    if result.related:
+        click.echo("\nRelated articles:" if result.language == "en" else "\nArticles proches :")
+        for article in result.related:
+            click.echo(f"  - {article['title']} — {article['url']}")
     details = [result.mode if result.model is None else f"{result.mode}, {result.model}",
                f"{result.response_time:.2f} s"]
     if result.tokens["total"]:
@@ -381,6 +389,39 @@ def stats_command(settings, since_text):
         raise click.BadParameter(str(e), param_hint="--since") from None
     with Services(settings).open_log() as store:
         click.echo(format_stats(store, since), nl=False)
+
+
+@cli.command("gaps")
+@click.option("--since", "since_text", default="30d", show_default=True,
+              help="Period: 24h, 7d, 30m, 2w, an ISO date, or 'all'.")
+@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
+@click.option("--lexical", is_flag=True,
+              help="Group by shared words instead of the embedding model (no model to load).")
+@click.pass_obj
+@reports_errors
+def gaps_command(settings, since_text, as_json, lexical):
+    """Questions the blog does not cover (declined, or rated thumbs down), grouped by meaning.
+
+    \b
+    Example:
+        assistant gaps --since 30d
+    """
+    from assistant.conversation_log.gaps import content_gaps, format_gaps
+    from assistant.conversation_log.reports import parse_since
+
+    try:
+        since = parse_since(since_text)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--since") from None
+    services = Services(settings)
+    with services, services.open_log() as store:
+        groups = content_gaps(store, since,
+                              embed=None if lexical else services.query_embeddings)
+    if as_json:
+        click.echo(json.dumps({"since": since.isoformat() if since else None, "groups": groups},
+                              ensure_ascii=False, indent=2))
+    else:
+        click.echo(format_gaps(groups))
 
 
 def main() -> None:

@@ -89,6 +89,9 @@ class Settings:
     @property
     def allowed_origin_list(self) -> tuple[str, ...]:
         return tuple(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
+    # -- coverage gate (issue 8): decline questions the blog does not cover --------------------
+    coverage_gate: bool = True  # off: every question counts as covered (the gate's calibration
+    # is the "coverage" block of the retrieval configuration, per embedder model)
 
     @property
     def embedded_file(self) -> Path:

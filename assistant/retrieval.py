@@ -70,7 +70,9 @@ class RetrievalConfig:
         try:
             lexical = LexicalParams(**data.get("lexical", {}))
             passage = PassageRecipe(**data.get("passage", {}))
-            rest = {k: v for k, v in data.items() if k not in ("lexical", "passage", "_comment")}
+            # "coverage": the coverage gate's calibration (assistant.answering.coverage)
+            rest = {k: v for k, v in data.items()
+                    if k not in ("lexical", "passage", "_comment", "coverage")}
             config = cls(lexical=lexical, passage=passage, **rest)
         except TypeError as e:
             raise ConfigError(f"retrieval configuration: {e}") from None

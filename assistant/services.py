@@ -128,6 +128,36 @@ class Services:
         return Retriever(engine, self.query_embeddings, self.retrieval_config)
 
     @property
+    def coverage_gate(self):
+        """The coverage gate over the retriever's index, or None when COVERAGE_GATE is off.
+        Without a calibration for the embedder in use it is built but lets everything through
+        (said once in the log)."""
+        if not self.settings.coverage_gate:
+            return None
+        return self._part("coverage_gate", self._open_coverage_gate)
+
+    def _open_coverage_gate(self):
+        from assistant.answering.coverage import CoverageGate, calibration_for
+        from assistant.config import load_json_config
+        from assistant.embeddings import EmbeddingCache, embed_passages_cached
+
+        raw = load_json_config(self.settings.retrieval_config_file)
+        calibration = calibration_for(raw.get("coverage"), self.embedder.name)
+        if calibration is None:
+            log.warning("coverage gate off: %s has no \"coverage\" calibration for %s (run "
+                        "`python -m evaluation.coverage --calibrate`)",
+                        self.settings.retrieval_config_file, self.embedder.name)
+
+        def embed_background(texts):
+            cache = EmbeddingCache(self.settings.embedding_cache_file)
+            try:
+                return embed_passages_cached(self.embedder, texts, cache, progress=False)[0]
+            finally:
+                cache.close()
+
+        return CoverageGate(self.retriever, embed_background, calibration)
+
+    @property
     def store(self):
         """The conversation log, its schema upgraded on first use when the database is up."""
         return self._part("store", self._open_store)
@@ -206,12 +236,13 @@ class Services:
         observer = Observers(self.observer, cap) if cap is not None else self.observer
         assistant = Assistant(lambda: self.retriever, self.llm, self.store,
                               sentence_vectors=self.sentence_vectors if self.llm is None else None,
-                              judge=self.judge, observer=observer)
+                              judge=self.judge, observer=observer,
+                              coverage=lambda: self.coverage_gate)
         if cap is None:
             return assistant
         extractive = Assistant(lambda: self.retriever, None, self.store,
                                sentence_vectors=self.sentence_vectors, judge=None,
-                               observer=self.observer)
+                               observer=self.observer, coverage=lambda: self.coverage_gate)
         return BudgetedAssistant(assistant, extractive, cap)
 
     # -- jobs --------------------------------------------------------------------------------
@@ -248,6 +279,9 @@ class Services:
 
         retriever = self.retriever
         self.query_embeddings("warm up")
+        gate = self.coverage_gate
+        if gate is not None and gate.enabled:
+            gate.warm_up()  # its background vectors and the index's vocabulary
         if not sentences or (self.llm is not None and self.spending_cap is None):
             return  # with a spending cap, extractive answers may be needed later today
         vectors = self.sentence_vectors

@@ -116,7 +116,8 @@ def evaluate_one(assistant: Assistant, judge_llm: LLMClient, model: str, variant
     if question.articles:
         row.source_hit = bool({s["article_id"] for s in result.sources} & set(question.articles))
     elif question.chunk:
-        row.source_hit = question.chunk in {s["chunk_id"] for s in result.sources}
+        row.source_hit = question.chunk in {p["chunk_id"] for s in result.sources  # by article
+                                            for p in s["passages"]}
     try:
         row.relevance, row.explanation, usage = judge_answer(judge_llm, question.text, result.answer)
         row.judge_tokens = usage.total_tokens

@@ -98,9 +98,11 @@ def test_extractive_question_finds_the_vco_article(make_client, log_database):
     assert body["mode"] == "extractive" and body["model"] is None
     assert body["sources"][0]["article_id"] == VCO_ARTICLE
     assert 1 <= len(body["sources"]) <= 5
-    for source in body["sources"]:
-        assert set(source) == {"article_id", "title", "url", "chunk_id", "score"}
+    for source in body["sources"]:  # grouped by article, numbered passages under it
+        assert set(source) == {"article_id", "title", "url", "passages"}
         assert source["url"] == f"/articles/{source['article_id']}"
+        for passage in source["passages"]:
+            assert set(passage) == {"n", "chunk_id", "score", "excerpt"}
     assert body["answer"] and "[1]" in body["answer"]
     assert body["tokens"] == {"prompt": 0, "completion": 0, "total": 0}
     assert body["cost"] == 0
@@ -109,7 +111,9 @@ def test_extractive_question_finds_the_vco_article(make_client, log_database):
     stored = services(client).store.get(body["exchange_id"])
     assert stored.status == "ok" and stored.mode == "extractive"
     assert stored.question == "What is a VCO?" and stored.answer == body["answer"]
-    assert [s["chunk_id"] for s in stored.sources] == [s["chunk_id"] for s in body["sources"]]
+    numbered = sorted((p["n"], p["chunk_id"]) for s in body["sources"] for p in s["passages"])
+    assert [s["chunk_id"] for s in stored.sources] == [chunk_id for _, chunk_id in numbered]
+    assert body["covered"] is True and body["related"] == []
     assert stored.language == "en" and stored.retrieval_time > 0
 
 
@@ -134,11 +138,13 @@ def test_llm_answer_uses_exactly_the_sources_it_returns(make_client, openai_stub
 
     # The sources are the passages the model saw, numbered in the same order.
     prompt = answer_prompt(openai_stub)
-    chunks = services(client).retriever.engine.get_chunks([s["chunk_id"] for s in body["sources"]])
-    assert len(body["sources"]) == 5
-    for n, source in enumerate(body["sources"], 1):
-        assert f"[{n}] {source['title']}" in prompt
-        assert " ".join(chunks[source["chunk_id"]].text.split()) in prompt
+    numbered = sorted((p["n"], p["chunk_id"], s["title"]) for s in body["sources"]
+                      for p in s["passages"])
+    chunks = services(client).retriever.engine.get_chunks([c for _, c, _ in numbered])
+    assert [n for n, _, _ in numbered] == [1, 2, 3, 4, 5]
+    for n, chunk_id, title in numbered:
+        assert f"[{n}] {title}" in prompt
+        assert " ".join(chunks[chunk_id].text.split()) in prompt
     assert "[6]" not in prompt
 
     stored = services(client).store.get(body["exchange_id"])
@@ -207,7 +213,8 @@ def test_streaming_extractive_answer(make_client, how):
     assert set(names[1:-1]) == {"token"} and len(names) >= 4
     done = events[-1][1]
     assert events[0][1] == {"conversation_id": done["conversation_id"],
-                            "exchange_id": done["exchange_id"], "sources": done["sources"]}
+                            "exchange_id": done["exchange_id"], "covered": done["covered"],
+                            "sources": done["sources"], "related": done["related"]}
     assert "".join(data["text"] for name, data in events if name == "token") == done["answer"]
     assert done["mode"] == "extractive"
     assert services(client).store.get(done["exchange_id"]).answer == done["answer"]

@@ -78,11 +78,11 @@ def exchange(conversation_id="c1", turn=1, **kw) -> Exchange:
 
 
 def test_upgrade_is_idempotent_and_records_versions(store):
-    assert store.upgrade() == [1, 2]
+    assert store.upgrade() == [1, 2, 3]
     assert store.upgrade() == []
-    assert store.schema_versions() == [1, 2]
+    assert store.schema_versions() == [1, 2, 3]
     rows = query(store, "SELECT version, applied_at FROM schema_migrations ORDER BY version")
-    assert [r[0] for r in rows] == [1, 2] and all(r[1] for r in rows)
+    assert [r[0] for r in rows] == [1, 2, 3] and all(r[1] for r in rows)
     # Same tables and columns on both backends: the ones Grafana queries.
     assert columns(store, "conversations") == list(COLUMNS)
     assert columns(store, "feedback") == FEEDBACK_COLUMNS
@@ -101,7 +101,7 @@ def test_migration_files_pair_up_and_never_drop():
 
 def test_first_save_on_an_empty_database_creates_the_schema(store):
     assert store.save_exchange(exchange())
-    assert store.schema_versions() == [1, 2]
+    assert store.schema_versions() == [1, 2, 3]
     assert store.upgrade() == []
 
 

@@ -59,6 +59,8 @@ EXPECTED_COLUMNS = {
     "Model used": ["model", "exchanges"],
     "Last conversations": ["time", "question", "answer", "relevance", "mode", "response_time"],
     "Errors by status": ["status", "exchanges", "last seen", "last error"],
+    "Questions the blog doesn't cover": ["question", "asked", "not covered", "thumbs down",
+                                         "languages", "last seen"],
 }
 
 # SQL that would make a panel depend on the session time zone or on the clock, not on the
@@ -352,6 +354,7 @@ class SeededLog:
     exchanges: list[Exchange]  # those inside [start, end], as stored (relevance included)
     feedback: list[int]  # +1 / -1 values given (all inside the window)
     outside: list[Exchange]  # stored outside the window
+    thumbs_down: list[str] = field(default_factory=list)  # conversations rated -1
 
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-nano")
@@ -411,6 +414,8 @@ def seed_log(url: str, data_dir: Path, now: datetime) -> SeededLog:
                 retrieval_time = None
                 response_time = round(rng.uniform(0.01, 0.05), 4)
             answer = None if status == "engine_error" else f"Réponse {i} [1]"
+            # Some questions the coverage gate declined (issue 8): no sources, a low score.
+            declined = status == "ok" and i % 6 == 1
             exchange = Exchange(
                 conversation_id=conversation_id, turn=turn, question=rng.choice(QUESTIONS),
                 answer=answer, sources=[{"article_id": "0a1b2c3d", "chunk_id": f"0a1b2c3d-{i}",
@@ -422,7 +427,10 @@ def seed_log(url: str, data_dir: Path, now: datetime) -> SeededLog:
                 completion_tokens=completion,
                 total_tokens=None if prompt is None else prompt + completion,
                 judge_prompt_tokens=0, judge_completion_tokens=0, judge_total_tokens=0,
-                cost=cost, created_at=created)
+                cost=cost, created_at=created, covered=not declined,
+                coverage_score=0.04 if declined else 0.9)
+            if declined:
+                exchange.sources = []
             assert store.save_exchange(exchange), "the database is up: nothing may be spooled"
             inside.append(exchange)
 
@@ -441,13 +449,15 @@ def seed_log(url: str, data_dir: Path, now: datetime) -> SeededLog:
 
         # Users' thumbs, on every other conversation (attached to its latest exchange; the
         # store stamps them with the current time, which is inside the window).
-        feedback = []
+        feedback, thumbs_down = [], []
         for k, cid in enumerate(dict.fromkeys(e.conversation_id for e in inside)):
             if k % 2 == 0:
                 value = 1 if k % 3 else -1
                 assert store.save_feedback(value, None if value > 0 else "faux",
                                            conversation_id=cid) == "stored"
                 feedback.append(value)
+                if value < 0:
+                    thumbs_down.append(cid)
 
         # Outside the window: two days ago and in an hour. Huge costs so that a leak shows.
         outside = []
@@ -461,7 +471,8 @@ def seed_log(url: str, data_dir: Path, now: datetime) -> SeededLog:
             assert store.save_exchange(exchange)
             outside.append(exchange)
         return SeededLog(url=url, start=now - timedelta(hours=6), end=now + timedelta(minutes=10),
-                         exchanges=inside, feedback=feedback, outside=outside)
+                         exchanges=inside, feedback=feedback, outside=outside,
+                         thumbs_down=thumbs_down)
     finally:
         store.close()
 
@@ -790,7 +801,26 @@ def check_errors_by_status(columns, rows, log: SeededLog):
         assert (last_seen, last_error) == (latest.created_at, latest.error)
 
 
+def check_content_gaps(columns, rows, log: SeededLog):
+    latest = {}
+    for e in log.exchanges:  # feedback lands on the latest exchange of its conversation
+        if e.conversation_id not in latest or e.turn > latest[e.conversation_id].turn:
+            latest[e.conversation_id] = e
+    rated_down = {latest[c].id for c in log.thumbs_down}
+    gaps = [e for e in log.exchanges
+            if e.status == "ok" and (not e.covered or e.id in rated_down)]
+    expected = {}
+    for e in gaps:
+        key = e.question.strip().lower()
+        asked, declined, down = expected.get(key, (0, 0, 0))
+        expected[key] = (asked + 1, declined + (not e.covered), down + e.covered)
+    assert any(not e.covered for e in gaps) and any(e.covered for e in gaps)
+    assert {r[0].strip().lower(): (r[1], r[2], r[3]) for r in rows} == expected
+    assert [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)
+
+
 SEMANTIC_CHECKS = {
+    "Questions the blog doesn't cover": check_content_gaps,
     "Exchanges": check_exchanges,
     "Feedback +1 / -1": check_feedback,
     "Feedback rate": check_feedback_rate,

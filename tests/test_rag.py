@@ -208,7 +208,8 @@ def test_sources_are_the_numbered_passages(settings, retriever, openai_stub, llm
     assistant = Assistant(retriever, llm_for(openai_stub), None)
     result = assistant.answer(Ask.parse("Comment régler un compresseur ?", category="LA POST-PROD"))
     passages = retriever.search("Comment régler un compresseur ?", 5, category="LA POST-PROD").passages
-    assert [s["chunk_id"] for s in result.sources] == [p.chunk.chunk_id for p in passages]
+    numbered = sorted((p["n"], p["chunk_id"]) for s in result.sources for p in s["passages"])
+    assert numbered == [(n, p.chunk.chunk_id) for n, p in enumerate(passages, 1)]
     prompt = openai_stub.requests[0]["messages"][-1]["content"]
     positions = [prompt.index(f"[{n}] {p.chunk.title}") for n, p in enumerate(passages, 1)]
     assert positions == sorted(positions)

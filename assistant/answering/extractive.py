@@ -25,6 +25,28 @@ NO_MATCH = {
     "en": "I could not find the answer to this question in the blog's articles.",
 }
 
+# The frame of an extractive answer, in the reader's language: the passages stay verbatim
+# (French), so an English reader is told so before and by the ``quoted_in_french`` notice.
+FRAMES = {
+    "fr": "Voici ce qu'en dit le blog : ",
+    "en": "The blog covers this in French: ",
+}
+QUOTED_IN_FRENCH = {
+    "code": "quoted_in_french",
+    "message": "The blog is in French: these passages are quoted verbatim, untranslated.",
+}
+
+
+def framed(answer: str, language: str) -> tuple[str, list[dict]]:
+    """An extractive answer framed for a reader of ``language`` ("fr" or "en"), and its
+    notices. "Not found" messages are already in the reader's language: left as they are."""
+    if answer in NO_MATCH.values():
+        return answer, []
+    language = language if language in FRAMES else "fr"
+    notices = [dict(QUOTED_IN_FRENCH)] if language != "fr" else []
+    return FRAMES[language] + answer, notices
+
+
 # -- answering -------------------------------------------------------------------------------
 
 def _match(term: str, stems: set[str]) -> float:

@@ -30,6 +30,9 @@ LANGUAGE_INSTRUCTIONS = {
     "en": "The question is in English: answer in English, citing the passages as [1], [2]…",
 }
 RELEVANCE_LABELS = ("RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT")
+# What the answer prompts tell the model to reply when the passages do not answer the question.
+NOT_COVERED_MARKER = "NOT_COVERED"
+_NOT_COVERED = re.compile(r"^\W*NOT[_ ]COVERED\b", re.IGNORECASE)
 
 MAX_HISTORY_TURNS = 3
 MAX_HISTORY_QUESTION = 300
@@ -70,6 +73,12 @@ def _render(template: Template, **values: str) -> str:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+def is_not_covered(reply: str) -> bool:
+    """Whether the model replied the "not covered" marker (possibly with stray punctuation,
+    quotes or a trailing explanation)."""
+    return bool(_NOT_COVERED.match(reply or ""))
+
 
 def passage_field(item: Any, *names: str) -> str:
     """The first non-empty of ``names`` on a passage given as a dict or an object."""

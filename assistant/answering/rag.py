@@ -10,7 +10,14 @@ Both go through one prepare step (the conversation's context, the rewrite of a f
 search) and then one of two emitters (the whole answer, or a stream of events). With an LLM the
 answer is written from the numbered passages (citations outside 1..n are stripped) and
 ``sources`` are exactly the passages the model was given, in their order. Without one, the
-answer is extractive (the best sentences of the passages, cited).
+answer is extractive (the best sentences of the passages, cited), framed in the reader's
+language.
+
+Coverage: after the search, the coverage gate (:mod:`assistant.answering.coverage`) decides on
+the stand-alone question (a follow-up's rewrite) whether the blog covers it. Not covered: no
+LLM call, no sources, an answer that says so in the reader's language, ``related`` close
+articles when there are; with an LLM, the model may also reply the "not covered" marker, which
+ends the same way. The exchange is logged with ``covered`` and the gate's score.
 
 Every exchange that got past reading its conversation is logged, whatever happens next:
 ``ok``, ``llm_error``, ``engine_error``, ``cancelled`` (the reader left mid-stream) or ``error``
@@ -28,11 +35,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from assistant.answering.conversations import Conversations, Turn
-from assistant.answering.extractive import NO_MATCH, extractive_answer
+from assistant.answering.coverage import NOT_COVERED, CoverageGate
+from assistant.answering.extractive import NO_MATCH, extractive_answer, framed
 from assistant.answering.llm import Completion, LLMClient, LLMError
-from assistant.answering.prompts import build_answer_messages, strip_invalid_citations
+from assistant.answering.prompts import (
+    NOT_COVERED_MARKER,
+    build_answer_messages,
+    is_not_covered,
+    strip_invalid_citations,
+)
 from assistant.answering.request import Ask
-from assistant.answering.result import AnswerResult, Spend, source_of
+from assistant.answering.result import AnswerResult, Spend, grouped_sources, source_of
 from assistant.answering.rewrite import llm_rewrite, simple_rewrite
 from assistant.answering.streaming import CitationFilter, pieces
 from assistant.conversation_log import Exchange
@@ -55,6 +68,12 @@ class _Work:
     spend: Spend = field(default_factory=Spend)
     passages: list[Passage] = field(default_factory=list)
     streamed: str = ""  # what a stream has sent so far (kept if the reader leaves)
+    related: list[dict] = field(default_factory=list)  # {title, url} when not covered
+    notices: list[dict] = field(default_factory=list)
+
+    @property
+    def covered(self) -> bool:
+        return self.exchange.covered
 
     @property
     def searched(self) -> str:
@@ -65,6 +84,32 @@ class _Work:
         return [(t.question, t.answer or "") for t in self.turns]
 
 
+class _MarkerGuard:
+    """Holds back the start of a streamed reply until it cannot be the "not covered" marker,
+    so the reader never sees the marker (the plain "not covered" answer replaces it)."""
+
+    def __init__(self):
+        self.held = ""
+        self.decided = False
+        self.marker = False
+
+    def feed(self, delta: str) -> str:
+        if self.decided:
+            return "" if self.marker else delta
+        self.held += delta
+        if len(self.held.strip()) < len(NOT_COVERED_MARKER) + 2:
+            return ""
+        return self.flush()
+
+    def flush(self) -> str:
+        if self.decided:
+            return ""
+        self.decided = True
+        self.marker = is_not_covered(self.held)
+        out, self.held = ("" if self.marker else self.held), ""
+        return out
+
+
 class Assistant:
     """Answers questions from a retriever, with an LLM (or extractively without one), and logs
     every exchange to ``store`` (None: nothing is logged, for evaluation runs).
@@ -73,11 +118,14 @@ class Assistant:
     question until it succeeds, so an engine that comes up later is picked up).
     ``sentence_vectors``: the ``embed`` callable of extractive answers (None: lexical scoring
     only). ``judge``: a :class:`~assistant.answering.judge.JudgeWorker` rating answers after the
-    reply (None: no judging). ``observer``: gets ``exchange(exchange, stored)`` (metrics)."""
+    reply (None: no judging). ``observer``: gets ``exchange(exchange, stored)`` (metrics).
+    ``coverage``: the :class:`~assistant.answering.coverage.CoverageGate`, or a function
+    returning it (None: every question counts as covered)."""
 
     def __init__(self, retriever: Retriever | Callable[[], Retriever], llm: LLMClient | None,
                  store, *, sentence_vectors: Callable | None = None, judge=None,
-                 observer: Any = None, variant: str = "default", top_k: int = TOP_K):
+                 observer: Any = None, variant: str = "default", top_k: int = TOP_K,
+                 coverage: CoverageGate | Callable[[], CoverageGate | None] | None = None):
         self._retriever = retriever if isinstance(retriever, Retriever) else None
         self._retriever_source = retriever
         self.llm = llm
@@ -88,6 +136,8 @@ class Assistant:
         self.variant = variant
         self.top_k = top_k
         self.conversations = Conversations(store)
+        self._coverage = coverage if isinstance(coverage, CoverageGate) else None
+        self._coverage_source = coverage
 
     @property
     def mode(self) -> str:
@@ -98,6 +148,12 @@ class Assistant:
         if self._retriever is None:
             self._retriever = self._retriever_source()
         return self._retriever
+
+    @property
+    def coverage(self) -> CoverageGate | None:
+        if self._coverage is None and callable(self._coverage_source):
+            self._coverage = self._coverage_source()
+        return self._coverage
 
     # -- the two ways to answer ----------------------------------------------------------------
 
@@ -116,7 +172,8 @@ class Assistant:
 
     def answer_stream(self, ask: Ask) -> Iterator[tuple[str, dict]]:
         """Prepare the answer now — errors are raised here, before any event — and return the
-        events: ``("sources", {conversation_id, exchange_id, sources})``, ``("token", {text})``…,
+        events: ``("sources", {conversation_id, exchange_id, covered, sources, related})``,
+        ``("token", {text})``…,
         then ``("done", response)``. A failure after the first event is raised by the iterator
         (the exchange is logged); closing it early logs the exchange as ``cancelled``."""
         return self._stream(self._prepare(ask))
@@ -141,8 +198,27 @@ class Assistant:
             work.passages = self.retriever.search(work.searched, self.top_k,
                                                   category=ask.category).passages
             exchange.retrieval_time = time.perf_counter() - t0
+            self._check_coverage(work, ask.category)
             exchange.sources = [source_of(p) for p in work.passages]
         return work
+
+    def _check_coverage(self, work: _Work, category: str | None) -> None:
+        """Run the gate on the stand-alone question; not covered: drop the passages."""
+        gate = self.coverage
+        if gate is None or not gate.enabled:
+            return
+        decision = gate.decide(work.searched, category=category)
+        work.exchange.coverage_score = decision.score
+        if not decision.covered:
+            self._not_covered(work, decision.related_chunks)
+
+    def _not_covered(self, work: _Work, related_chunks) -> None:
+        work.exchange.covered = False
+        work.passages = []
+        work.exchange.sources = []
+        chunks = self.retriever.engine.get_chunks(list(related_chunks)) if related_chunks else {}
+        work.related = [{"title": chunks[c].title, "url": chunks[c].url}
+                        for c in related_chunks if c in chunks]
 
     def _rewrite(self, work: _Work) -> str:
         if self.llm is None:  # the previous stand-alone question carries the topic along
@@ -159,10 +235,14 @@ class Assistant:
             return self._without_llm(work)
         return self._from_completion(work, self.llm.complete(self._messages(work)))
 
+    def _sources_event(self, work: _Work) -> dict:
+        return {"conversation_id": work.exchange.conversation_id,
+                "exchange_id": work.exchange.id, "covered": work.covered,
+                "sources": grouped_sources(work.passages), "related": work.related}
+
     def _stream(self, work: _Work) -> Iterator[tuple[str, dict]]:
         with self._logging_failures(work):
-            yield "sources", {"conversation_id": work.exchange.conversation_id,
-                              "exchange_id": work.exchange.id, "sources": work.exchange.sources}
+            yield "sources", self._sources_event(work)
             if self.llm is None or not work.passages:
                 answer = self._without_llm(work)
                 for piece in pieces(answer):
@@ -171,27 +251,35 @@ class Assistant:
             else:
                 citations = CitationFilter(len(work.passages))
                 completion = None
+                guard = _MarkerGuard()
                 for piece in self.llm.stream(self._messages(work)):
                     if isinstance(piece, Completion):
                         completion = piece
                         continue
-                    delta = citations.feed(piece)
+                    delta = guard.feed(citations.feed(piece))
                     if delta:
                         work.streamed += delta
                         yield "token", {"text": delta}
-                delta = citations.flush()
+                delta = guard.feed(citations.flush()) + guard.flush()
                 if delta:
                     work.streamed += delta
                     yield "token", {"text": delta}
                 answer = self._from_completion(work, completion)
+                if not work.covered:  # the model said "not covered": say it in plain words
+                    work.streamed = answer
+                    yield "token", {"text": answer}
         yield "done", self._done(work, answer).to_dict()
 
     def _without_llm(self, work: _Work) -> str:
+        language = work.exchange.language
+        if not work.covered:
+            return NOT_COVERED[language]
         if self.llm is not None:  # nothing retrieved: no need to pay a model to say so
-            return NO_MATCH[work.exchange.language]
+            return NO_MATCH[language]
         chunks = [p.chunk for p in work.passages]
         answer, _ = extractive_answer(work.searched, chunks,
                                       embed=self.sentence_vectors if chunks else None)
+        answer, work.notices = framed(answer, language)
         return answer
 
     def _messages(self, work: _Work) -> list[dict]:
@@ -201,6 +289,13 @@ class Assistant:
     def _from_completion(self, work: _Work, completion: Completion) -> str:
         work.spend.add(completion)
         work.exchange.model = completion.model
+        if is_not_covered(completion.text):
+            related = list(dict.fromkeys(p.chunk.article_id for p in work.passages))[:3]
+            best = {}
+            for p in work.passages:  # the retrieved articles: the gate found them close
+                best.setdefault(p.chunk.article_id, p.chunk.chunk_id)
+            self._not_covered(work, [best[a] for a in related])
+            return NOT_COVERED[work.exchange.language]
         answer = strip_invalid_citations(completion.text, len(work.passages)).strip()
         return answer or NO_MATCH[work.exchange.language]
 
@@ -239,10 +334,10 @@ class Assistant:
             conversation_id=exchange.conversation_id, exchange_id=exchange.id,
             turn=exchange.turn, question=exchange.question,
             rewritten_question=exchange.rewritten_question, answer=answer,
-            sources=exchange.sources, mode=self.mode, model=exchange.model,
+            sources=grouped_sources(work.passages), mode=self.mode, model=exchange.model,
             response_time=exchange.response_time, tokens=work.spend.tokens(),
             cost=exchange.cost, category=exchange.category, language=exchange.language,
-            logged=logged)
+            logged=logged, notices=work.notices, covered=exchange.covered, related=work.related)
 
     def _finish(self, work: _Work, status: str, error: str | None = None) -> bool:
         """Complete the exchange, log it (spooled if need be), queue it for the judge."""
@@ -268,6 +363,7 @@ class Assistant:
                 self.observer.exchange(exchange, stored)
             except Exception:  # noqa: BLE001 - metrics never break answers
                 log.exception("exchange observer failed")
-        if status == "ok" and stored and self.judge is not None and exchange.answer:
+        if (status == "ok" and stored and self.judge is not None and exchange.answer
+                and exchange.covered):  # a declined question costs no LLM call, judge included
             self.judge.submit(exchange.id, work.searched, exchange.answer)
         return stored

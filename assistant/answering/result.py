@@ -15,6 +15,33 @@ def source_of(passage: Passage) -> dict:
             "score": round(float(passage.score), 6)}
 
 
+EXCERPT_CHARS = 200
+
+
+def _excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return (cut or text[:limit]) + "…"
+
+
+def grouped_sources(passages: list[Passage]) -> list[dict]:
+    """The reply's sources: one entry per article, in order of first appearance, its passages
+    under it with their citation number ``n`` (the passage's place in the prompt / answer)."""
+    articles: dict[str, dict] = {}
+    for n, passage in enumerate(passages, start=1):
+        c = passage.chunk
+        entry = articles.get(c.article_id)
+        if entry is None:
+            entry = articles[c.article_id] = {"article_id": c.article_id, "title": c.title,
+                                              "url": c.url, "passages": []}
+        entry["passages"].append({"n": n, "chunk_id": c.chunk_id,
+                                  "score": round(float(passage.score), 6),
+                                  "excerpt": _excerpt(c.text)})
+    return list(articles.values())
+
+
 @dataclass
 class Spend:
     """Tokens, cost and time of the LLM calls made for one exchange (rewrite and answer)."""
@@ -50,7 +77,7 @@ class AnswerResult:
     question: str
     rewritten_question: str | None
     answer: str
-    sources: list[dict]
+    sources: list[dict]  # grouped by article (:func:`grouped_sources`)
     mode: str
     model: str | None
     response_time: float
@@ -59,7 +86,9 @@ class AnswerResult:
     category: str | None = None
     language: str | None = None
     logged: bool = True  # False: the log was down, the exchange waits in the spool
-    notices: list[dict] = field(default_factory=list)
+    notices: list[dict] = field(default_factory=list)  # {code, message} in the reader's language
+    covered: bool = True  # False: the blog does not cover the question (no sources)
+    related: list[dict] = field(default_factory=list)  # {title, url}: close articles when not covered
 
     def to_dict(self) -> dict:
         return {
@@ -69,7 +98,9 @@ class AnswerResult:
             "question": self.question,
             "rewritten_question": self.rewritten_question,
             "answer": self.answer,
+            "covered": self.covered,
             "sources": self.sources,
+            "related": self.related,
             "mode": self.mode,
             "model": self.model,
             "category": self.category,

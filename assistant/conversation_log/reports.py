@@ -48,11 +48,13 @@ from typing import Any
 
 from assistant.conversation_log.backends import Cursor, iso, to_utc
 from assistant.conversation_log.store import RELEVANCE_VALUES, ConversationStore
+from assistant.conversation_log.gaps import content_gaps
 
 UTC = timezone.utc
 MAX_BUCKETS = 2000
 LAST_CONVERSATIONS = 50
 ANSWER_PREVIEW = 600  # characters of each answer in the last-conversations panel
+CONTENT_GAP_GROUPS = 10  # groups the dashboard shows
 
 # Range choices offered by the page: hours -> bucket size (about 48-60 points per chart).
 RANGES = {1: 60, 24: 1800, 168: 3 * 3600, 720: 12 * 3600}
@@ -274,8 +276,13 @@ def _ratio(part: int, whole: int) -> float | None:
 
 
 def dashboard_data(store: ConversationStore, since: datetime, bucket_seconds: int,
-                   until: datetime | None = None, *, last: int = LAST_CONVERSATIONS) -> dict:
+                   until: datetime | None = None, *, last: int = LAST_CONVERSATIONS,
+                   embed=None) -> dict:
     """Every dashboard panel over ``since <= created_at <= until`` (``until`` defaults to now).
+
+    ``content_gaps``: the biggest groups of questions the blog does not cover
+    (:mod:`assistant.conversation_log.gaps`), grouped with ``embed`` (a query-vector function)
+    when given, else by shared words.
 
     Raises ``StoreUnavailable`` when the database cannot be reached, ValueError for a bucket
     size that is not a positive integer or that would give more than ``MAX_BUCKETS`` points.
@@ -383,16 +390,18 @@ def dashboard_data(store: ConversationStore, since: datetime, bucket_seconds: in
             "series": series(cur),
         }
 
-    return store.read(read)
+    data = store.read(read)
+    data["content_gaps"] = content_gaps(store, since, until, embed=embed)[:CONTENT_GAP_GROUPS]
+    return data
 
 
 def dashboard_for_hours(store: ConversationStore, hours: float,
                         bucket_seconds: int | None = None,
-                        now: datetime | None = None) -> dict:
+                        now: datetime | None = None, *, embed=None) -> dict:
     """``dashboard_data`` over the last ``hours`` hours (bucket size from ``RANGES``)."""
     now = to_utc(now, "now") if now is not None else datetime.now(UTC)
     data = dashboard_data(store, now - timedelta(hours=hours),
-                          bucket_seconds or bucket_for_hours(hours), now)
+                          bucket_seconds or bucket_for_hours(hours), now, embed=embed)
     data["hours"] = hours
     return data
 

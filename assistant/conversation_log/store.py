@@ -110,6 +110,8 @@ class Exchange:
     relevance: str | None = None  # RELEVANT | PARTLY_RELEVANT | NON_RELEVANT
     relevance_explanation: str | None = None
     created_at: datetime = field(default_factory=utcnow)
+    covered: bool = True  # False: the coverage gate (or the LLM) said the blog does not cover it
+    coverage_score: float | None = None  # the gate's score; None when the gate was off
 
     def __post_init__(self) -> None:
         if not self.id or not isinstance(self.id, str):
@@ -128,6 +130,7 @@ class Exchange:
             self.cost = float(self.cost)
         if isinstance(self.judge_cost, Decimal):
             self.judge_cost = float(self.judge_cost)
+        self.covered = True if self.covered is None else bool(self.covered)  # SQLite: 0/1
         self.created_at = to_utc(self.created_at)
 
     def to_record(self) -> dict:

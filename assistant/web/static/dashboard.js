@@ -59,6 +59,63 @@
   // A sum per bucket, null where the bucket has no exchange (a gap, not a fall to zero).
   function sums(series, key) { return series.map(function (p) { return p.exchanges ? p[key] : null; }); }
 
+  // The content-gaps section's own labels (issue 8), in both languages of the page.
+  var GAP_LABELS = {
+    fr: { title: "Questions que le blog ne traite pas", hint: "Questions déclinées ou notées 👎, regroupées par sens : la feuille de route éditoriale.",
+          question: "Question (la plus représentative)", count: "Nombre", languages: "Langues", last: "Dernière fois",
+          none: "Aucune : toutes les questions de la période étaient couvertes.", declined: "déclinées", down: "👎" },
+    en: { title: "Questions the blog doesn't cover", hint: "Declined or thumbs-down questions, grouped by meaning: the editorial roadmap.",
+          question: "Question (most central)", count: "Count", languages: "Languages", last: "Last seen",
+          none: "None: every question of the period was covered.", declined: "declined", down: "👎" }
+  };
+
+  function renderGaps(groups, ft) {
+    var L = GAP_LABELS[window.I18N.lang()] || GAP_LABELS.fr;
+    setText("gaps-title", L.title);
+    setText("gaps-hint", L.hint);
+    setText("gaps-col-question", L.question);
+    setText("gaps-col-count", L.count);
+    setText("gaps-col-languages", L.languages);
+    setText("gaps-col-last", L.last);
+    var body = document.querySelector("#gaps-table tbody");
+    body.replaceChildren();
+    if (!groups.length) {
+      var tr0 = document.createElement("tr");
+      var td0 = document.createElement("td");
+      td0.colSpan = 4;
+      td0.className = "empty";
+      td0.textContent = L.none;
+      tr0.appendChild(td0);
+      body.appendChild(tr0);
+      return;
+    }
+    groups.forEach(function (g) {
+      var tr = document.createElement("tr");
+      var q = document.createElement("td");
+      q.className = "c-question";
+      var div = document.createElement("div");
+      div.className = "clamp";
+      div.textContent = g.question;
+      q.title = (g.examples || []).join("\n");
+      q.appendChild(div);
+      tr.appendChild(q);
+      var count = document.createElement("td");
+      count.className = "c-num";
+      count.textContent = num(g.count) + " (" + num(g.not_covered) + " " + L.declined + ", " + num(g.thumbs_down) + " " + L.down + ")";
+      tr.appendChild(count);
+      var langs = document.createElement("td");
+      langs.className = "c-mode";
+      langs.textContent = Object.keys(g.languages).map(function (k) { return k + " " + g.languages[k]; }).join(", ");
+      tr.appendChild(langs);
+      var last = document.createElement("td");
+      last.className = "c-time";
+      last.textContent = ft.format(new Date(g.last_seen));
+      last.title = g.first_seen + " → " + g.last_seen;
+      tr.appendChild(last);
+      body.appendChild(tr);
+    });
+  }
+
   function render(data) {
     lastData = data;
     var hours = data.hours || Number(rangeSelect.value);
@@ -207,6 +264,8 @@
       cell(secs(row.response_time), "c-num");
       tbody.appendChild(tr);
     });
+
+    renderGaps(data.content_gaps || [], ft);
 
     var zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "local";
     setText("tz-note", t("dash.tz") + " " + zone + ".");
