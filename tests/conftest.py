@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 pytest_plugins = [
+    "tests.fixtures_browser",
     "tests.fixtures_es",
     "tests.fixtures_pg",
     "tests.fixtures_redis",

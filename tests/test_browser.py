@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,28 +19,12 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 
 from assistant.conversation_log import Exchange, open_store  # noqa: E402
-from assistant.web import create_app  # noqa: E402
+from tests.fixtures_browser import ANSWER_TIMEOUT, CITATION  # noqa: E402,F401
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-ANSWER_TIMEOUT = 90_000  # ms: the first question of an app loads the embedding model
-CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 UTC = timezone.utc
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium", pytrace=False)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -50,45 +33,6 @@ def shots(tmp_path_factory) -> Path:
     path = Path(directory) if directory else tmp_path_factory.mktemp("screenshots")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-class Served:
-    """The app served on 127.0.0.1:<free port> by werkzeug in a thread."""
-
-    def __init__(self, app):
-        self.app = app
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.thread.join(10)
-        self.server.server_close()
-        self.app.extensions["assistant"].close()
-
-
-@pytest.fixture
-def serve():
-    served = []
-
-    def start(settings):
-        s = Served(create_app({"SETTINGS": settings, "TESTING": True}))
-        served.append(s)
-        return s
-
-    yield start
-    for s in served:
-        s.close()
-
-
-@pytest.fixture
-def settings(demo_index_settings, tmp_path, log_database):
-    """The demo index, extractive answers, a fresh log (SQLite in tmp_path, or PostgreSQL)."""
-    return demo_index_settings.replace(data_dir=str(tmp_path / "var"),
-                                       database_url=log_database,
-                                       openai_api_key="", openai_base_url="")
 
 
 def query(store, sql: str, params: tuple = ()) -> list[tuple]:
@@ -140,9 +84,9 @@ def no_horizontal_scroll(page) -> None:
 # -- the chat ---------------------------------------------------------------------------------
 
 
-def test_chat_streams_cites_takes_feedback_and_follows_up(browser, serve, settings, shots):
-    served = serve(settings)
-    store = open_store(settings.database_url, data_dir=settings.data_dir)
+def test_chat_streams_cites_takes_feedback_and_follows_up(browser, serve, app_settings, shots):
+    served = serve(app_settings)
+    store = open_store(app_settings.database_url, data_dir=app_settings.data_dir)
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="fr-FR")
     page = context.new_page()
     errors = watch_errors(page)
@@ -247,8 +191,8 @@ def test_chat_streams_cites_takes_feedback_and_follows_up(browser, serve, settin
     store.close()
 
 
-def test_errors_are_shown_readably(browser, serve, settings):
-    served = serve(settings)
+def test_errors_are_shown_readably(browser, serve, app_settings):
+    served = serve(app_settings)
     page = browser.new_page(viewport={"width": 1000, "height": 800}, locale="fr-FR")
     errors = watch_errors(page)
     page.goto(served.url + "/")
@@ -270,8 +214,8 @@ def test_errors_are_shown_readably(browser, serve, settings):
     page.close()
 
 
-def test_phone_width_english_and_language_toggle(browser, serve, settings, shots):
-    served = serve(settings)
+def test_phone_width_english_and_language_toggle(browser, serve, app_settings, shots):
+    served = serve(app_settings)
     context = browser.new_context(viewport={"width": 375, "height": 812}, locale="en-US",
                                   is_mobile=True, has_touch=True, device_scale_factor=2)
     page = context.new_page()
@@ -340,11 +284,11 @@ def seed_log(store, now: datetime) -> list[Exchange]:
     return exchanges
 
 
-def test_dashboard_draws_the_log(browser, serve, settings, shots):
+def test_dashboard_draws_the_log(browser, serve, app_settings, shots):
     now = datetime.now(UTC)
-    store = open_store(settings.database_url, data_dir=settings.data_dir)
+    store = open_store(app_settings.database_url, data_dir=app_settings.data_dir)
     exchanges = seed_log(store, now)
-    served = serve(settings)
+    served = serve(app_settings)
     zone = "Australia/Adelaide"  # +10:30 / +09:30: times must be shown in the browser's zone
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="fr-FR",
                                   timezone_id=zone)

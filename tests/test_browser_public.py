@@ -7,35 +7,21 @@ from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from assistant.config import Settings  # noqa: E402
 from assistant.conversation_log import Exchange  # noqa: E402
 from assistant.web import create_app  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 TOKEN = "browser-admin-token-0123456789abcdef"
 PAGE = b"<!doctype html><html lang='fr'><head><meta charset='utf-8'><title>Blog</title></head>" \
        b"<body><h1>Un article du blog</h1></body></html>"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium", pytrace=False)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 class _Page(BaseHTTPRequestHandler):

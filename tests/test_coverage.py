@@ -5,7 +5,6 @@ sources, the 0003 migration on a log holding old rows, and content gaps on a rea
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest

@@ -62,11 +62,12 @@ def test_the_sse_reply_is_described_event_by_event():
     assert stream["x-sse-grammar"] == SSE_PATTERN
 
     validate = validate_with(document)
-    sources = {"conversation_id": "a" * 32, "exchange_id": "b" * 32, "sources": []}
+    sources = {"conversation_id": "a" * 32, "exchange_id": "b" * 32, "covered": True,
+               "sources": [], "related": []}
     answer = {"conversation_id": "a" * 32, "exchange_id": "b" * 32, "question": "q",
               "answer": "a [1]", "sources": [], "mode": "extractive", "model": None,
               "response_time": 0.1, "tokens": {"prompt": 0, "completion": 0, "total": 0},
-              "cost": 0.0, "notices": []}
+              "cost": 0.0, "notices": [], "covered": True, "related": []}
 
     def sse(*events):
         return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)

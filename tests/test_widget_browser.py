@@ -22,8 +22,8 @@ pytestmark = pytest.mark.slow
 from playwright.sync_api import expect  # noqa: E402
 
 from assistant.conversation_log import open_store  # noqa: E402
-from tests.test_browser import (ANSWER_TIMEOUT, CITATION, browser,  # noqa: E402,F401
-                                cited_by_article, query, serve, settings, watch_errors)
+from tests.fixtures_browser import ANSWER_TIMEOUT, CITATION  # noqa: E402
+from tests.test_browser import cited_by_article, query, watch_errors  # noqa: E402
 
 BUTTON = "#arsonor-widget-button"
 PANEL = "#arsonor-widget-panel"
@@ -130,12 +130,12 @@ def cited_numbers(answer: str) -> list[int]:
 
 
 def test_widget_on_another_origin_asks_streams_groups_sources_and_stores_feedback(
-        browser, serve, settings, blogs):
+        browser, serve, app_settings, blogs):
     blog, _ = blogs
-    served = serve(settings.replace(allowed_origins=blog.origin))
+    served = serve(app_settings.replace(allowed_origins=blog.origin))
     assert blog.origin != served.url
     blog.pages["/"] = page_html(tag=widget_tag(served.url))
-    store = open_store(settings.database_url, data_dir=settings.data_dir)
+    store = open_store(app_settings.database_url, data_dir=app_settings.data_dir)
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="fr-FR")
     page = context.new_page()
     errors = watch_errors(page)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 from playwright.sync_api import expect
 
 from assistant.web import create_app
-from tests.test_browser import ANSWER_TIMEOUT, Served, browser  # noqa: F401 - the fixture
+from tests.fixtures_browser import ANSWER_TIMEOUT, Served
 
 PWN = "window.__pwned=1"
 PAYLOADS = [
@@ -73,7 +73,7 @@ def assert_nothing_ran(page, seen: list[str]) -> None:
 
 
 def test_script_payloads_show_as_text_on_the_chat_page_and_the_dashboard(
-        browser, hostile_corpus, tmp_path):  # noqa: F811 - the fixture imported above
+        browser, hostile_corpus, tmp_path):
     settings = hostile_corpus.replace(data_dir=str(tmp_path / "var"))
     served = Served(create_app({"SETTINGS": settings, "TESTING": True}))
     try:

@@ -315,14 +315,30 @@ SCHEMAS = {
                 },
                 "Source": {
                     "type": "object",
-                    "required": ["article_id", "title", "url", "chunk_id", "score"],
+                    "description": "One article the answer draws on, its passages under it.",
+                    "required": ["article_id", "title", "url", "passages"],
                     "properties": {
                         "article_id": {"type": "string"},
                         "title": {"type": "string"},
                         "url": {"type": "string"},
+                        "passages": {"type": "array", "minItems": 1, "items": _ref("Passage")},
+                    },
+                },
+                "Passage": {
+                    "type": "object",
+                    "required": ["n", "chunk_id", "score"],
+                    "properties": {
+                        "n": {"type": "integer", "minimum": 1,
+                              "description": "The number the answer cites it by: [n]."},
                         "chunk_id": {"type": "string"},
                         "score": {"type": "number"},
+                        "excerpt": {"type": "string"},
                     },
+                },
+                "Related": {
+                    "type": "object",
+                    "required": ["title", "url"],
+                    "properties": {"title": {"type": "string"}, "url": {"type": "string"}},
                 },
                 "Tokens": {
                     "type": "object",
@@ -333,7 +349,8 @@ SCHEMAS = {
                 "Answer": {
                     "type": "object",
                     "required": ["conversation_id", "exchange_id", "question", "answer", "sources",
-                                 "mode", "model", "response_time", "tokens", "cost", "notices"],
+                                 "mode", "model", "response_time", "tokens", "cost", "notices",
+                                 "covered", "related"],
                     "properties": {
                         "conversation_id": {"type": "string"},
                         "exchange_id": {"type": "string",
@@ -353,6 +370,12 @@ SCHEMAS = {
                         "tokens": {"$ref": "#/components/schemas/Tokens"},
                         "cost": {"type": ["number", "null"],
                                  "description": "USD; null when the model's price is unknown."},
+                        "covered": {"type": "boolean",
+                                    "description": "false: the blog does not cover the question "
+                                                   "(no sources, no LLM call)."},
+                        "related": {"type": "array", "maxItems": 3, "items": _ref("Related"),
+                                    "description": "When not covered: the blog's closest "
+                                                   "articles, if close enough."},
                         "notices": {"type": "array", "items": _ref("Notice"),
                                     "description": "What the reader should know about this "
                                                    "answer, in the reader's language."},
@@ -404,10 +427,12 @@ SCHEMAS = {
                 },
     "StreamSources": {
         "type": "object",
-        "required": ["conversation_id", "exchange_id", "sources"],
+        "required": ["conversation_id", "exchange_id", "covered", "sources", "related"],
         "properties": {"conversation_id": {"type": "string"},
                        "exchange_id": {"type": "string"},
-                       "sources": {"type": "array", "items": _ref("Source")}},
+                       "covered": {"type": "boolean"},
+                       "sources": {"type": "array", "items": _ref("Source")},
+                       "related": {"type": "array", "items": _ref("Related")}},
     },
     "Notice": {
         "type": "object",
