@@ -60,12 +60,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     metrics.track_spending(settings.llm_daily_budget_usd, lambda: services.spending_cap)
 
     limits.trust_proxies(app, settings.trusted_proxies)
-    cors.init_app(app, settings.allowed_origin_list)
+    origins = security.checked_origins(settings.allowed_origin_list)
+    cors.init_app(app, origins)
     app.register_blueprint(api.bp)
     pages.init_app(app)
     admin.init_app(app, admin_token=settings.admin_token, secret_key=settings.secret_key,
                    host=settings.host)
-    security.init_app(app)
+    security.init_app(app, origins)
     api.register_error_handlers(app)
     limits.init_app(app, rate_limit=settings.rate_limit,
                     storage_url=settings.rate_limit_storage_url)

@@ -10,11 +10,7 @@ The admin endpoints (dashboard data, metrics) are never cross-origin.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import Flask, request
-
-from assistant.errors import ConfigError
 
 CORS_PATHS = frozenset({"/question", "/feedback", "/health", "/openapi.json"})
 ALLOWED_METHODS = "GET, POST, OPTIONS"
@@ -23,21 +19,9 @@ EXPOSED_HEADERS = "Retry-After, X-Request-ID"
 MAX_AGE_SECONDS = 600  # browsers cap it anyway (Chromium: 2 h); 10 min keeps changes quick
 
 
-def check_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
-    """The origins, each ``scheme://host[:port]`` as a browser sends it in ``Origin``.
-
-    :raises ConfigError: an entry with a path, a wildcard, or no scheme."""
-    for origin in origins:
-        parts = urlsplit(origin)
-        if (parts.scheme not in ("http", "https") or not parts.hostname or "*" in origin
-                or parts.path or parts.query or parts.fragment or parts.username):
-            raise ConfigError(f"ALLOWED_ORIGINS: {origin!r} is not an origin "
-                              "(expected scheme://host[:port], e.g. https://blog.example.org)")
-    return tuple(o.lower() for o in origins)
-
-
 def init_app(app: Flask, origins: tuple[str, ...]) -> None:
-    allowed = frozenset(check_origins(origins))
+    """``origins``: checked by :func:`assistant.web.security.checked_origins`, lower case."""
+    allowed = frozenset(origins)
 
     @app.after_request
     def _cors(response):

@@ -43,15 +43,19 @@ def allow_framing(view):
 
 
 def checked_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    """``ALLOWED_ORIGINS`` checked once for the framing rules and CORS: each an exact origin as
+    a browser sends it in ``Origin`` (lower case), never a wildcard, a path or header syntax.
+
+    :raises ConfigError: naming the entries that are not origins."""
     bad = [o for o in origins if not ORIGIN.fullmatch(o)]
     if bad:
         raise ConfigError(f"ALLOWED_ORIGINS: {', '.join(map(repr, bad))} is not an origin "
                           f"(scheme://host[:port], e.g. https://www.arsonor.com)")
-    return origins
+    return tuple(o.lower() for o in origins)
 
 
-def init_app(app: Flask) -> None:
-    origins = checked_origins(app.config["SETTINGS"].allowed_origin_list)
+def init_app(app: Flask, origins: tuple[str, ...]) -> None:
+    """``origins``: from :func:`checked_origins`."""
     closed = "; ".join(POLICY + ("frame-ancestors 'none'",))
     frameable = "; ".join(POLICY + ("frame-ancestors " + " ".join(("'self'",) + origins),))
 
