@@ -51,13 +51,25 @@ def test_configuration_file_is_checked(tmp_path):
     bad = tmp_path / "r.json"
     for body, message in [({"fusion": "magic"}, "fusion must be"),
                           ({"lexical": {"boosts": {"body": 1}}}, "title, tags and text"),
-                          ({"colour": "red"}, "unexpected keyword")]:
+                          ({"lexical": {"colour": "red"}}, "unexpected keyword"),
+                          ({"ranker": "missing.json"}, "ranker model not found")]:
         bad.write_text(json.dumps(body))
         with pytest.raises(ConfigError, match=message):
             RetrievalConfig.load(bad)
     bad.write_text("{oops")
     with pytest.raises(ConfigError, match="not valid JSON"):
         RetrievalConfig.load(bad)
+
+
+def test_unknown_top_level_blocks_are_kept(tmp_path):
+    """Other parts (the coverage gate) keep their own block in retrieval.json: loading and
+    saving the retrieval configuration leaves it as it was."""
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"fusion": "weighted", "coverage": {"min_cosine": 0.8}}))
+    config = RetrievalConfig.load(path)
+    assert config.fusion == "weighted"
+    config.save(path)
+    assert json.loads(path.read_text())["coverage"] == {"min_cosine": 0.8}
 
 
 @pytest.mark.parametrize("question, title_word", [
