@@ -239,6 +239,8 @@ class Ranking:
 
     hits: list[Hit]
     timing: Timing
+    # The engines' candidate lists behind a hybrid ranking ("lexical", "vector"), best first.
+    candidates: dict = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -314,7 +316,8 @@ class Retriever:
         else:
             hits = rankings[mode]
         return Ranking(hits, Timing(embedding=embedding, lexical=lexical, vector=vector_time,
-                                    total=time.perf_counter() - started, ranker=ranker_time))
+                                    total=time.perf_counter() - started, ranker=ranker_time),
+                       rankings)
 
     def rerank(self, question: str, language: str, fused: list[Hit],
                rankings: dict[str, list[Hit]]) -> list[Hit]:
