@@ -1,11 +1,13 @@
 """The learned ranker: the second stage after candidate retrieval and fusion.
 
-A linear model over per-candidate features (the four separate engine signals and their ranks,
-the fused score, the article prior, the question's language and length, title/tag matches, the
-chunk's position in its article, its neighbouring chunks' scores). Trained pairwise (a logistic
-regression on feature differences of a relevant and an irrelevant candidate of the same
-question, by ``python -m evaluation.train_ranker``) and shipped as a small JSON file beside
-``retrieval.json``: scoring is one dot product with numpy, no learning library at serve time.
+Gradient-boosted trees (LightGBM, LambdaRank objective) over per-candidate features: the four
+separate engine signals and their ranks, the fused score, the article prior, the question's
+language and length, title/tag matches, the chunk's position in its article, its neighbouring
+chunks' scores. LightGBM rather than scikit-learn: a listwise ranking objective (LambdaRank
+optimises the top of each question's list, which is what MRR measures), trees that learn the
+interactions a linear model cannot (a pairwise logistic regression over the same features
+gained nothing), and a plain-text model dump that ships beside ``retrieval.json``. Trained by
+``python -m evaluation.train_ranker``.
 
 The model records the index recipe (embedder + passage recipe) it was trained on; the
 retriever uses it only on an index with that recipe and falls back to the plain fusion
@@ -17,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -123,31 +124,33 @@ def features(question: str, language: str, fused: list[Hit], signals: dict[str, 
     return out
 
 
-@dataclass(frozen=True)
 class LearnedRanker:
-    """A trained linear ranker: standardisation, weights, and what it was trained for."""
+    """A trained LightGBM LambdaRank model over :data:`FEATURES`, and what it was trained for.
 
-    index_model: str  # the index recipe the vector signals came from (IndexInfo.model)
-    depth: int  # how many fused candidates it reorders
-    mean: np.ndarray
-    scale: np.ndarray
-    weights: np.ndarray
-    trained_on: dict
+    The file is JSON holding LightGBM's own text dump of the trees (``model``) next to the
+    index recipe, the candidate depth, the feature names and the training figures."""
+
+    def __init__(self, index_model: str, depth: int, booster, trained_on: dict | None = None):
+        self.index_model = index_model  # the index recipe the signals came from (IndexInfo.model)
+        self.depth = depth  # how many fused candidates it reorders
+        self.booster = booster
+        self.trained_on = dict(trained_on or {})
 
     def scores(self, matrix: np.ndarray) -> np.ndarray:
-        return ((matrix - self.mean) / self.scale) @ self.weights
+        return self.booster.predict(matrix, num_threads=1)
 
     def to_dict(self) -> dict:
-        return {"kind": "pairwise-logistic", "index_model": self.index_model, "depth": self.depth,
-                "features": list(FEATURES), "mean": self.mean.round(6).tolist(),
-                "scale": self.scale.round(6).tolist(), "weights": self.weights.round(6).tolist(),
-                "trained_on": self.trained_on}
+        return {"kind": "lightgbm-lambdarank", "index_model": self.index_model,
+                "depth": self.depth, "features": list(FEATURES), "trained_on": self.trained_on,
+                "model": self.booster.model_to_string()}
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> "LearnedRanker":
+        import lightgbm
+
         p = Path(path)
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
@@ -161,10 +164,8 @@ class LearnedRanker:
             raise ConfigError(f"ranker model {p} was trained on other features than this "
                               "version computes: re-train it with `python -m evaluation.train_ranker`")
         try:
-            arrays = [np.array(data[k], dtype=np.float64) for k in ("mean", "scale", "weights")]
-            if any(a.shape != (len(FEATURES),) for a in arrays):
-                raise ValueError("wrong length")
-            return cls(str(data["index_model"]), int(data["depth"]), *arrays,
-                       trained_on=dict(data.get("trained_on") or {}))
-        except (KeyError, TypeError, ValueError) as e:
+            booster = lightgbm.Booster(model_str=data["model"])
+            return cls(str(data["index_model"]), int(data["depth"]), booster,
+                       trained_on=data.get("trained_on"))
+        except (KeyError, TypeError, ValueError, lightgbm.basic.LightGBMError) as e:
             raise ConfigError(f"ranker model {p}: malformed ({e})") from None

@@ -73,19 +73,6 @@ def first_rank(labels: np.ndarray, order: np.ndarray, q: Question, hits_articles
     return None
 
 
-def pairwise(matrices, labels, negatives: int = 10):
-    """Differences (relevant − irrelevant) of candidates of the same question, both signs."""
-    diffs = []
-    for m, y in zip(matrices, labels):
-        pos, neg = np.flatnonzero(y), np.flatnonzero(~y)[:negatives]
-        for p in pos[:5]:
-            diffs.append(m[p] - m[neg])
-    if not diffs:
-        raise AssistantError("no training question has a relevant candidate: nothing to learn")
-    d = np.vstack(diffs)
-    return np.vstack([d, -d]), np.concatenate([np.ones(len(d)), np.zeros(len(d))])
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m evaluation.train_ranker",
                                      description=__doc__.split("\n\n")[0])
@@ -97,7 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--holdout", type=float, default=HOLDOUT,
                         help="share of each set held out (not trained on)")
     parser.add_argument("--limit", type=int, help="only the first N questions of each set")
-    parser.add_argument("--c", type=float, default=1.0, help="inverse L2 strength")
+    parser.add_argument("--trees", type=int, default=300, help="boosting rounds")
+    parser.add_argument("--leaves", type=int, default=7, help="leaves per tree")
+    parser.add_argument("--learning-rate", type=float, default=0.03)
     args = parser.parse_args(argv)
     if args.depth < 2:
         parser.error("--depth must be at least 2")
@@ -108,7 +97,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from sklearn.linear_model import LogisticRegression
+    import lightgbm
 
     try:
         settings = load_settings()
@@ -127,11 +116,19 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     train = [(m, y) for name in rows for q, m, y in rows[name] if not held_out(q.text, args.holdout)]
-    all_rows = np.vstack([m for m, _ in train])
-    mean, scale = all_rows.mean(axis=0), all_rows.std(axis=0)
-    scale[scale < 1e-9] = 1.0
-    x, y = pairwise([(m - mean) / scale for m, _ in train], [lab for _, lab in train])
-    fit = LogisticRegression(C=args.c, fit_intercept=False, max_iter=2000).fit(x, y)
+    train = [(m, lab) for m, lab in train if lab.any()]  # a list without relevant teaches nothing
+    if not train:
+        print("error: no training question has a relevant candidate: nothing to learn",
+              file=sys.stderr)
+        return 2
+    fit = lightgbm.LGBMRanker(
+        objective="lambdarank", n_estimators=args.trees, num_leaves=args.leaves,
+        learning_rate=args.learning_rate, min_child_samples=20, subsample=0.8, subsample_freq=1,
+        colsample_bytree=0.8, lambdarank_truncation_level=10, random_state=7, n_jobs=1,
+        verbose=-1)
+    fit.fit(np.vstack([m for m, _ in train]), np.concatenate([lab for _, lab in train]).astype(int),
+            group=[len(lab) for _, lab in train])
+    booster = fit.booster_
     figures = {}
     for name, items in rows.items():
         test = [(q, m, lab) for q, m, lab in items if held_out(q.text, args.holdout)]
@@ -141,7 +138,7 @@ def main(argv=None) -> int:
             ids = retriever.rank(q.text, args.depth).hits if not q.chunk else []
             if ids:
                 arts = [article_of.get(h.chunk_id, "") for h in ids]
-            scores = ((m - mean) / scale) @ fit.coef_[0]
+            scores = booster.predict(m, num_threads=1)
             k = 10 if q.chunk else 5
             fused_ranks.append(first_rank(lab, np.arange(len(lab)), q, arts, k))
             ranker_ranks.append(first_rank(lab, np.argsort(-scores, kind="stable"), q, arts, k))
@@ -154,10 +151,12 @@ def main(argv=None) -> int:
                          "fusion": summary(fused_ranks), "ranker": summary(ranker_ranks)}
         print(f"{name}: held out {len(test)} ({'chunk hit@10' if test and test[0][0].chunk else 'article hit@5'})"
               f"  fusion {figures[name]['fusion']}  ranker {figures[name]['ranker']}")
-    model = LearnedRanker(model_name, args.depth, mean, scale, fit.coef_[0].copy(),
+    model = LearnedRanker(model_name, args.depth, booster,
                           trained_on={"sets": figures, "holdout": args.holdout,
                                       "split": "sha256(question) < holdout",
-                                      "pairs": int(len(x) // 2), "features": len(FEATURES)})
+                                      "questions": len(train), "features": len(FEATURES),
+                                      "trees": args.trees, "leaves": args.leaves,
+                                      "learning_rate": args.learning_rate})
     model.save(args.out)
     print(f"wrote {args.out}")
     return 0
