@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.config import load_settings
+from assistant.config import load_json_config, load_settings
 from assistant.errors import AssistantError
 from assistant.language import detect_language
 from assistant.ranker import FEATURES, LearnedRanker, features
@@ -103,8 +103,9 @@ def main(argv=None) -> int:
         settings = load_settings()
         from assistant.retrieval import RetrievalConfig
 
-        config = replace(RetrievalConfig.load(settings.retrieval_config_file), ranker="",
-                         ranker_model=None)
+        # The configuration's fusion with the ranker off (its model may not exist yet).
+        config = replace(RetrievalConfig.from_dict(load_json_config(settings.retrieval_config_file)),
+                         ranker="")
         chunks = load_chunks(args.chunks, size=settings.chunk_size, overlap=settings.chunk_overlap)
         sets = {Path(p).name: read_questions(p)[: args.limit] for p in args.questions}
         retriever = open_eval_retriever(chunks, "embedded", settings, config, progress=False)
