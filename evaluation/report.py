@@ -33,15 +33,28 @@ from indexing.sources import load_chunks
 SPLIT_VECTOR = {"vector": 0.0, "vector_chunk": 0.5, "vector_window": 0.35}
 
 
-def stage_configs(shipped: RetrievalConfig) -> list[tuple[str, RetrievalConfig]]:
-    """(stage, configuration) for each stage of the hybrid ranking, cumulative where it can."""
+def stage_configs(shipped: RetrievalConfig, ranker) -> list[tuple[str, RetrievalConfig]]:
+    """(stage, configuration) for each stage of the hybrid ranking, cumulative: plain fusion of
+    the combined lists, separate signals, + the learned ranker (``ranker``, the shipped model
+    even when the shipped configuration has it off), + the glossary; then what ships."""
     combined = {k: v for k, v in shipped.weights.items() if k not in SIGNALS}
-    split = ({k: v for k, v in shipped.weights.items()}
-             if set(shipped.weights) & set(SIGNALS) else {**combined, **SPLIT_VECTOR})
+    split = (dict(shipped.weights) if set(shipped.weights) & set(SIGNALS)
+             else {**combined, **SPLIT_VECTOR})
     plain = replace(shipped, weights=combined, glossary=False, ranker="", ranker_model=None)
-    return [("fusion", plain), ("signals", replace(plain, weights=split)),
-            ("ranker", replace(shipped, glossary=False)),
-            ("glossary", replace(shipped, glossary=True))]
+    signals = replace(plain, weights=split)
+    ranked = replace(signals, ranker="ranker.json", ranker_model=ranker)
+    return [("fusion", plain), ("signals", signals), ("+ranker", ranked),
+            ("+glossary", replace(ranked, glossary=True)), ("shipped", shipped)]
+
+
+def shipped_ranker(config: RetrievalConfig, settings):
+    """The configuration's ranker model, else the one shipped beside it (the stage report
+    measures it even when the configuration has it off)."""
+    if config.ranker_model is not None:
+        return config.ranker_model
+    from assistant.ranker import LearnedRanker
+
+    return LearnedRanker.load(settings.retrieval_config_file.parent / "ranker.json")
 
 
 def run_engine(engine: str, chunks, questions, settings, config, level: str, k: int,
@@ -49,7 +62,7 @@ def run_engine(engine: str, chunks, questions, settings, config, level: str, k: 
     retriever = open_eval_retriever(chunks, engine, settings, config)
     article_of = {c.chunk_id: c.article_id for c in chunks}
     runs = ([(name, Retriever(retriever.engine, retriever.embed_query, cfg), "hybrid")
-             for name, cfg in stage_configs(config)] if stages
+             for name, cfg in stage_configs(config, shipped_ranker(config, settings))] if stages
             else [(mode, retriever, mode) for mode in MODES])
     rows = []
     for label, run_retriever, mode in runs:

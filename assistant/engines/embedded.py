@@ -186,7 +186,8 @@ class _Snapshot:
         order = sorted(candidates, key=lambda d: (-scores[d], d))
         signals = signals or {}
         return [Hit(self.chunk_ids[d], float(scores[d]), self.article_ids[d],
-                    **{name: float(values[d]) for name, values in signals.items()})
+                    **{name: float(values[d]) if np.isfinite(values[d]) else None
+                       for name, values in signals.items()})
                 for d in order]
 
     def window_scores(self, terms: list[str], k1: float, b: float) -> np.ndarray:
@@ -196,6 +197,15 @@ class _Snapshot:
             scores = self.windows.score(terms, len(self.window_owners), k1, b)
             np.maximum.at(best, self.window_owners, scores)
         return best
+
+
+def _within_top(values: np.ndarray, k: int, keep: np.ndarray) -> np.ndarray:
+    """``values`` where they rank within the best ``k`` of the kept ones, -inf elsewhere."""
+    kept = values[keep]
+    if len(kept) <= k:
+        return np.where(keep, values, -np.inf)
+    threshold = np.partition(kept, len(kept) - k)[len(kept) - k]
+    return np.where(keep & (values >= threshold), values, -np.inf)
 
 
 def _reads(method):
@@ -431,13 +441,14 @@ class EmbeddedEngine:
             window_rows[snap.first_rows] = False
             np.maximum.at(window_scores, snap.owners[window_rows], similarities[window_rows])
             scores = np.maximum(chunk_scores, window_scores)
-            signals = {"vector_chunk": chunk_scores,
-                       "vector_window": np.where(np.isfinite(window_scores), window_scores,
-                                                 chunk_scores)}
+            signals = {"vector_chunk": chunk_scores, "vector_window": window_scores}
         keep = np.ones(n, dtype=bool)
         mask = snap.mask(category)
         if mask is not None:
             keep &= mask
+        # Like Elasticsearch's two kNN lists (chunk vectors, window vectors): a signal is known
+        # for the chunks within the best k by that signal, not measured (None) for the others.
+        signals = {name: _within_top(values, k, keep) for name, values in signals.items()}
         return snap.top(scores, k, keep, signals)
 
     @_reads
