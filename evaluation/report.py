@@ -31,15 +31,20 @@ from indexing.sources import load_chunks
 # The separate-signals stage when the shipped weights fuse only the combined lists: the chunk's
 # and its best window's cosines as two lists instead of their max.
 SPLIT_VECTOR = {"vector": 0.0, "vector_chunk": 0.5, "vector_window": 0.35}
+# The plain fusion stage when the shipped weights fuse the signals apart: the weights shipped
+# before they were (max of chunk and window cosines as one list).
+PLAIN_WEIGHTS = {"lexical": 1.0, "vector": 0.7}
 
 
 def stage_configs(shipped: RetrievalConfig, ranker) -> list[tuple[str, RetrievalConfig]]:
     """(stage, configuration) for each stage of the hybrid ranking, cumulative: plain fusion of
     the combined lists, separate signals, + the learned ranker (``ranker``, the shipped model
     even when the shipped configuration has it off), + the glossary; then what ships."""
-    combined = {k: v for k, v in shipped.weights.items() if k not in SIGNALS}
-    split = (dict(shipped.weights) if set(shipped.weights) & set(SIGNALS)
-             else {**combined, **SPLIT_VECTOR})
+    if set(shipped.weights) & set(SIGNALS):
+        combined, split = dict(PLAIN_WEIGHTS), dict(shipped.weights)
+    else:
+        combined = dict(shipped.weights)
+        split = {**combined, **SPLIT_VECTOR}
     plain = replace(shipped, weights=combined, glossary=False, ranker="", ranker_model=None)
     signals = replace(plain, weights=split)
     ranked = replace(signals, ranker="ranker.json", ranker_model=ranker)
