@@ -9,8 +9,9 @@ writes.
 from __future__ import annotations
 
 import json
+import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +21,10 @@ from assistant.config import load_json_config
 from assistant.documents import Chunk
 from assistant.engines.base import Engine, Hit, LexicalParams
 from assistant.errors import ConfigError
+from assistant.glossary import expand
 from assistant.language import detect_language
+
+log = logging.getLogger(__name__)
 
 MODES = ("lexical", "vector", "hybrid")
 FUSIONS = ("rrf", "weighted")
@@ -56,6 +60,15 @@ class RetrievalConfig:
     # French, and BM25 over its French terms only catches an English question's loan words.
     foreign_lexical: float = 1.0
     passage: PassageRecipe = field(default_factory=PassageRecipe)
+    # English→French glossary terms added to the lexical query of non-French questions.
+    glossary: bool = False
+    # The learned ranker's model file, relative to this configuration file; "" = off (plain
+    # fusion). Loaded into ``ranker_model`` by :meth:`load`.
+    ranker: str = ""
+    ranker_model: object = field(default=None, compare=False, repr=False)
+    # Top-level keys this version does not know (other parts' blocks, e.g. "coverage"):
+    # kept as they are and written back by :meth:`save`.
+    extras: dict = field(default_factory=dict, compare=False, repr=False)
 
     def for_question(self, question: str) -> "RetrievalConfig":
         """The configuration to fuse this question's candidates with."""
@@ -63,6 +76,9 @@ class RetrievalConfig:
             return self
         weights = dict(self.weights)
         weights["lexical"] = weights.get("lexical", 1.0) * self.foreign_lexical
+        for signal in ("bm25_chunk", "bm25_window"):
+            if signal in weights:
+                weights[signal] *= self.foreign_lexical
         return replace(self, weights=weights)
 
     @classmethod
@@ -70,10 +86,11 @@ class RetrievalConfig:
         try:
             lexical = LexicalParams(**data.get("lexical", {}))
             passage = PassageRecipe(**data.get("passage", {}))
-            # "coverage": the coverage gate's calibration (assistant.answering.coverage)
-            rest = {k: v for k, v in data.items()
-                    if k not in ("lexical", "passage", "_comment", "coverage")}
-            config = cls(lexical=lexical, passage=passage, **rest)
+            known = {f.name for f in fields(cls)} - {"ranker_model", "extras", "lexical", "passage"}
+            rest = {k: v for k, v in data.items() if k in known}
+            extras = {k: v for k, v in data.items()
+                      if k not in known and k not in ("lexical", "passage", "_comment")}
+            config = cls(lexical=lexical, passage=passage, extras=extras, **rest)
         except TypeError as e:
             raise ConfigError(f"retrieval configuration: {e}") from None
         if config.fusion not in FUSIONS:
@@ -84,10 +101,19 @@ class RetrievalConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "RetrievalConfig":
-        return cls.from_dict(load_json_config(path))
+        config = cls.from_dict(load_json_config(path))
+        if config.ranker:
+            from assistant.ranker import LearnedRanker
+
+            model = LearnedRanker.load(Path(path).parent / config.ranker)
+            config = replace(config, ranker_model=model)
+        return config
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("ranker_model")
+        data.update(data.pop("extras"))
+        return data
 
     def save(self, path: str | Path, comment: str = "") -> None:
         data = {"_comment": comment} if comment else {}
@@ -137,16 +163,55 @@ def add_article_prior(hits: list[Hit], article_of: dict[str, str], share: float)
     return sorted(boosted, key=lambda h: (-h.score, h.chunk_id))
 
 
+# The separate engine signals fusion can weigh, by the candidate list they come from.
+SIGNALS = {"vector_chunk": "vector", "vector_window": "vector",
+           "bm25_chunk": "lexical", "bm25_window": "lexical"}
+
+
+def signal_rankings(rankings: dict[str, list[Hit]], weights: dict[str, float]) -> dict[str, list[Hit]]:
+    """The lists fusion weighs: each weighted separate signal (``weights`` keys of
+    :data:`SIGNALS`) becomes its own list, ordered by that signal, from the candidates of its
+    engine list; "lexical"/"vector" stay the engines' combined scores."""
+    out = {name: hits for name, hits in rankings.items() if weights.get(name, 1.0) != 0}
+    for signal, source in SIGNALS.items():
+        if not weights.get(signal) or source not in rankings:
+            continue
+        hits = [replace(h, score=getattr(h, signal)) for h in rankings[source]
+                if getattr(h, signal) is not None]
+        out[signal] = sorted(hits, key=lambda h: (-h.score, h.chunk_id))
+    return out
+
+
+def merge_signals(rankings: dict[str, list[Hit]]) -> dict[str, Hit]:
+    """chunk id -> one hit carrying every signal the engines gave for that chunk."""
+    merged: dict[str, Hit] = {}
+    for hits in rankings.values():
+        for h in hits:
+            known = merged.get(h.chunk_id)
+            if known is None:
+                merged[h.chunk_id] = h
+                continue
+            merged[h.chunk_id] = replace(known, **{
+                s: getattr(h, s) for s in SIGNALS if getattr(known, s) is None
+                and getattr(h, s) is not None})
+    return merged
+
+
 def fuse(rankings: dict[str, list[Hit]], config: RetrievalConfig) -> list[Hit]:
-    """One ranking from several, with the configured method, weights and article prior."""
+    """One ranking from several, with the configured method, weights and article prior.
+    The fused hits carry the engines' separate signals (:func:`merge_signals`)."""
+    signals = merge_signals(rankings)
+    rankings = signal_rankings(rankings, config.weights)
     if config.fusion == "rrf":
         fused = rrf(rankings, config.weights, config.rrf_k)
     else:
         fused = weighted_sum(rankings, config.weights)
     article_of = {h.chunk_id: h.article_id for hits in rankings.values() for h in hits}
     if config.article_prior > 0:
-        return add_article_prior(fused, article_of, config.article_prior)
-    return [Hit(h.chunk_id, h.score, article_of.get(h.chunk_id, "")) for h in fused]
+        fused = add_article_prior(fused, article_of, config.article_prior)
+    return [replace(signals[h.chunk_id], score=h.score, article_id=article_of.get(h.chunk_id, ""))
+            if h.chunk_id in signals else Hit(h.chunk_id, h.score, article_of.get(h.chunk_id, ""))
+            for h in fused]
 
 
 @dataclass(frozen=True)
@@ -165,6 +230,7 @@ class Timing:
     lexical: float = 0.0
     vector: float = 0.0
     total: float = 0.0
+    ranker: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -173,6 +239,8 @@ class Ranking:
 
     hits: list[Hit]
     timing: Timing
+    # The engines' candidate lists behind a hybrid ranking ("lexical", "vector"), best first.
+    candidates: dict = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -195,6 +263,24 @@ class Retriever:
         self.engine = engine
         self.embed_query = embed_query
         self.config = config or RetrievalConfig()
+        self._ranker_checked = False
+        self._ranker = None
+
+    @property
+    def ranker(self):
+        """The configured learned ranker if the index has the recipe it was trained on, else
+        None (plain fusion; said once in the log)."""
+        if not self._ranker_checked:
+            model = self.config.ranker_model
+            if model is not None:
+                info = self.engine.info()
+                if info is not None and info.model == model.index_model:
+                    self._ranker = model
+                else:
+                    log.warning("the ranker model was trained for %s, the index is %s: ranking "
+                                "by plain fusion", model.index_model, info and info.model)
+            self._ranker_checked = True
+        return self._ranker
 
     def rank(self, question: str, k: int = 10, *, mode: str = "hybrid",
              category: str | None = None) -> Ranking:
@@ -205,10 +291,12 @@ class Retriever:
         lexical = embedding = vector_time = 0.0
         depth = max(k, self.config.candidates) if mode == "hybrid" else k
         rankings: dict[str, list[Hit]] = {}
+        language = detect_language(question)
         if mode in ("lexical", "hybrid"):
             t = time.perf_counter()
+            query = expand(question) if self.config.glossary and language != "fr" else question
             rankings["lexical"] = self.engine.lexical_search(
-                question, depth, category=category, params=self.config.lexical)
+                query, depth, category=category, params=self.config.lexical)
             lexical = time.perf_counter() - t
         if mode in ("vector", "hybrid"):
             t = time.perf_counter()
@@ -217,10 +305,33 @@ class Retriever:
             t = time.perf_counter()
             rankings["vector"] = self.engine.vector_search(vector, depth, category=category)
             vector_time = time.perf_counter() - t
-        hits = (fuse(rankings, self.config.for_question(question))[:k] if mode == "hybrid"
-                else rankings[mode])
+        ranker_time = 0.0
+        if mode == "hybrid":
+            hits = fuse(rankings, self.config.for_question(question))
+            if self.ranker is not None and hits:
+                t = time.perf_counter()
+                hits = self.rerank(question, language, hits, rankings)
+                ranker_time = time.perf_counter() - t
+            hits = hits[:k]
+        else:
+            hits = rankings[mode]
         return Ranking(hits, Timing(embedding=embedding, lexical=lexical, vector=vector_time,
-                                    total=time.perf_counter() - started))
+                                    total=time.perf_counter() - started, ranker=ranker_time),
+                       rankings)
+
+    def rerank(self, question: str, language: str, fused: list[Hit],
+               rankings: dict[str, list[Hit]]) -> list[Hit]:
+        """The ranker's order of the top fused candidates (the rest follow in fused order).
+        Each reordered hit keeps its fused ``score`` and signals; the order is the ranker's."""
+        from assistant.ranker import features
+
+        model = self.ranker
+        head, tail = fused[:model.depth], fused[model.depth:]
+        chunks = self.engine.get_chunks([h.chunk_id for h in head])
+        matrix = features(question, language, head, merge_signals(rankings), chunks)
+        scores = model.scores(matrix)
+        order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
+        return [replace(head[i], ranker=float(scores[i])) for i in order] + tail
 
     def search(self, question: str, k: int = 5, *, mode: str = "hybrid",
                category: str | None = None) -> Retrieval:

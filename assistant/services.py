@@ -138,11 +138,10 @@ class Services:
 
     def _open_coverage_gate(self):
         from assistant.answering.coverage import CoverageGate, calibration_for
-        from assistant.config import load_json_config
         from assistant.embeddings import EmbeddingCache, embed_passages_cached
 
-        raw = load_json_config(self.settings.retrieval_config_file)
-        calibration = calibration_for(raw.get("coverage"), self.embedder.name)
+        calibration = calibration_for(self.retrieval_config.extras.get("coverage"),
+                                      self.embedder.name)
         if calibration is None:
             log.warning("coverage gate off: %s has no \"coverage\" calibration for %s (run "
                         "`python -m evaluation.coverage --calibrate`)",

@@ -7,6 +7,9 @@ Files checked (JSON lines, UTF-8, one object per line):
 - ``evaluation/realstyle_questions.jsonl``: real-style questions about the blog, with
   ``question``, ``lang`` (en|fr), ``articles`` (blog article ids, best first) and ``style``
   (``short|long`` + ``,`` + ``vague|precise``).
+- ``evaluation/heldapart_questions.jsonl``: more real-style questions, same fields, kept apart
+  from anything the ranker or the tuner trains on (reported separately; never passed to
+  ``evaluation.train_ranker`` or ``evaluation.tune``).
 - ``evaluation/coverage_out_of_scope.jsonl`` and ``evaluation/coverage_demo_out_of_scope.jsonl``:
   questions the blog (resp. the demo corpus ``data/articles.json``) does not answer, with
   ``question``, ``lang``, ``kind`` (off_domain|near_domain) and ``split`` (calibration|held_out).
@@ -39,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BLOG = ROOT.parent / "shared" / "data" / "arsonor" / "articles.json"
 DEMO = ROOT / "data" / "articles.json"
 REALSTYLE = ROOT / "evaluation" / "realstyle_questions.jsonl"
+HELDAPART = ROOT / "evaluation" / "heldapart_questions.jsonl"
 COVERAGE = ROOT / "evaluation" / "coverage_out_of_scope.jsonl"
 COVERAGE_DEMO = ROOT / "evaluation" / "coverage_demo_out_of_scope.jsonl"
 EXISTING = [ROOT / "evaluation" / "crosslingual_questions.jsonl", ROOT / "evaluation" / "demo_questions.jsonl"]
@@ -142,8 +146,8 @@ def check_common(name: str, rows: list[dict], required: list[str], rep: Report) 
         rep.error(f"{name}: languages unbalanced {dict(langs)}")
 
 
-def check_realstyle(rows: list[dict], blog_ids: set[str] | None, rep: Report) -> dict:
-    name = REALSTYLE.name
+def check_realstyle(rows: list[dict], blog_ids: set[str] | None, rep: Report,
+                    name: str = REALSTYLE.name) -> dict:
     check_common(name, rows, ["question", "lang", "articles", "style"], rep)
     covered: Counter = Counter()
     first: Counter = Counter()
@@ -271,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {blog_path} not found; article ids, blog copies and glossary vocabulary not checked")
     demo = json.loads(DEMO.read_text(encoding="utf-8"))
 
-    files = {p.name: read_jsonl(p, rep) for p in (REALSTYLE, COVERAGE, COVERAGE_DEMO)}
+    files = {p.name: read_jsonl(p, rep) for p in (REALSTYLE, HELDAPART, COVERAGE, COVERAGE_DEMO)}
     existing = []
     for p in EXISTING:
         for r in read_jsonl(p, rep):
@@ -279,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             existing.append(r)
 
     stats = check_realstyle(files[REALSTYLE.name], {a["article_id"] for a in blog} if blog else None, rep)
+    held = check_realstyle(files[HELDAPART.name], {a["article_id"] for a in blog} if blog else None,
+                           rep, HELDAPART.name)
     check_coverage(COVERAGE, files[COVERAGE.name], rep)
     check_coverage(COVERAGE_DEMO, files[COVERAGE_DEMO.name], rep)
     check_duplicates(files, existing, rep)
@@ -304,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         missing = [i for i in ids if i not in stats["covered"]]
         if missing:
             print(f"  never relevant: {' '.join(missing)}")
+        print(f"heldapart: {len(held['covered'])}/{len(ids)} blog articles relevant to some question")
     if gloss:
         print(f"glossary: {gloss['size']} entries")
         if gloss.get("checked"):

@@ -3,6 +3,10 @@
     python -m evaluation.report --chunks FILE --questions FILE [--level chunk] [--k 10]
                                 [--out evaluation/reports] [--engines embedded,elasticsearch]
 
+``--stages`` compares the stages of the shipped hybrid ranking instead of the modes: plain
+fusion (ranker and glossary off), separate signals (the chunk and window vector scores fused as
+their own lists), the learned ranker, and the glossary (= what ships when both are on).
+
 Elasticsearch is the server at ES_URL, or a noida-db started for the run.
 """
 
@@ -16,26 +20,66 @@ from pathlib import Path
 
 from assistant.config import load_settings
 from assistant.errors import AssistantError
-from assistant.retrieval import MODES, RetrievalConfig
+from dataclasses import replace
+
+from assistant.retrieval import MODES, SIGNALS, RetrievalConfig, Retriever
 from evaluation.es_server import elasticsearch_server
 from evaluation.retrieval import evaluate, open_eval_retriever, read_questions
 from indexing.sources import load_chunks
 
 
-def run_engine(engine: str, chunks, questions, settings, config, level: str, k: int) -> list[dict]:
+# The separate-signals stage when the shipped weights fuse only the combined lists: the chunk's
+# and its best window's cosines as two lists instead of their max.
+SPLIT_VECTOR = {"vector": 0.0, "vector_chunk": 0.5, "vector_window": 0.35}
+# The plain fusion stage when the shipped weights fuse the signals apart: the weights shipped
+# before they were (max of chunk and window cosines as one list).
+PLAIN_WEIGHTS = {"lexical": 1.0, "vector": 0.7}
+
+
+def stage_configs(shipped: RetrievalConfig, ranker) -> list[tuple[str, RetrievalConfig]]:
+    """(stage, configuration) for each stage of the hybrid ranking, cumulative: plain fusion of
+    the combined lists, separate signals, + the learned ranker (``ranker``, the shipped model
+    even when the shipped configuration has it off), + the glossary; then what ships."""
+    if set(shipped.weights) & set(SIGNALS):
+        combined, split = dict(PLAIN_WEIGHTS), dict(shipped.weights)
+    else:
+        combined = dict(shipped.weights)
+        split = {**combined, **SPLIT_VECTOR}
+    plain = replace(shipped, weights=combined, glossary=False, ranker="", ranker_model=None)
+    signals = replace(plain, weights=split)
+    ranked = replace(signals, ranker="ranker.json", ranker_model=ranker)
+    return [("fusion", plain), ("signals", signals), ("+ranker", ranked),
+            ("+glossary", replace(ranked, glossary=True)), ("shipped", shipped)]
+
+
+def shipped_ranker(config: RetrievalConfig, settings):
+    """The configuration's ranker model, else the one shipped beside it (the stage report
+    measures it even when the configuration has it off)."""
+    if config.ranker_model is not None:
+        return config.ranker_model
+    from assistant.ranker import LearnedRanker
+
+    return LearnedRanker.load(settings.retrieval_config_file.parent / "ranker.json")
+
+
+def run_engine(engine: str, chunks, questions, settings, config, level: str, k: int,
+               stages: bool = False) -> list[dict]:
     retriever = open_eval_retriever(chunks, engine, settings, config)
     article_of = {c.chunk_id: c.article_id for c in chunks}
+    runs = ([(name, Retriever(retriever.engine, retriever.embed_query, cfg), "hybrid")
+             for name, cfg in stage_configs(config, shipped_ranker(config, settings))] if stages
+            else [(mode, retriever, mode) for mode in MODES])
     rows = []
-    for mode in MODES:
-        result = evaluate(retriever, questions, mode=mode, level=level, k=k,
+    for label, run_retriever, mode in runs:
+        result = evaluate(run_retriever, questions, mode=mode, level=level, k=k,
                           article_of=article_of, progress=True)
-        rows.append({**result.figures(), "engine": engine})
+        rows.append({**result.figures(), "mode": label, "engine": engine})
         print(json.dumps(rows[-1]), file=sys.stderr)
     retriever.engine.close()
     return rows
 
 
-def write_report(rows: list[dict], out: Path, title: str, k: int) -> Path:
+def write_report(rows: list[dict], out: Path, title: str, k: int, name: str = "retrieval") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,28 +87,29 @@ def write_report(rows: list[dict], out: Path, title: str, k: int) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     engines = sorted({r["engine"] for r in rows})
+    labels = list(dict.fromkeys(r["mode"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     width = 0.8 / len(engines)
     for axis, metric in zip(axes, ("hit_rate", "mrr")):
         for i, engine in enumerate(engines):
             values = [next(r[metric] for r in rows if r["engine"] == engine and r["mode"] == m)
-                      for m in MODES]
-            bars = axis.bar([x + i * width for x in range(len(MODES))], values, width, label=engine)
+                      for m in labels]
+            bars = axis.bar([x + i * width for x in range(len(labels))], values, width, label=engine)
             axis.bar_label(bars, fmt="%.3f", fontsize=7)
-        axis.set_xticks([x + width * (len(engines) - 1) / 2 for x in range(len(MODES))], MODES)
+        axis.set_xticks([x + width * (len(engines) - 1) / 2 for x in range(len(labels))], labels)
         axis.set_ylim(0, 1)
         axis.set_title(f"{'hit' if metric == 'hit_rate' else 'MRR'}@{k}")
     axes[0].legend(loc="lower right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "retrieval.png", dpi=120)
+    fig.savefig(out / f"{name}.png", dpi=120)
     lines = ["# Retrieval report", "", title, "",
              f"| engine | mode | n | hit@{k} | MRR@{k} | p50 ms | p95 ms |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['engine']} | {r['mode']} | {r['n']} | {r['hit_rate']:.4f} | "
                      f"{r['mrr']:.4f} | {r['latency_ms_p50']} | {r['latency_ms_p95']} |")
-    lines += ["", "![retrieval](retrieval.png)", ""]
-    path = out / "retrieval.md"
+    lines += ["", f"![{name}]({name}.png)", ""]
+    path = out / f"{name}.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -77,6 +122,12 @@ def main(argv=None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--engines", default="embedded,elasticsearch")
     parser.add_argument("--out", default="evaluation/reports")
+    parser.add_argument("--stages", action="store_true",
+                        help="compare the stages (fusion, signals, ranker, glossary), not the modes")
+    parser.add_argument("--name", default="", help="report file name (default: retrieval, "
+                        "or stages-<questions file> with --stages)")
+    parser.add_argument("--held-out", action="store_true",
+                        help="only the questions the learned ranker does not train on")
     parser.add_argument("--limit", type=int, help="only the first N questions (noida-db, the "
                         "local ES stand-in, answers one request at a time)")
     args = parser.parse_args(argv)
@@ -84,22 +135,28 @@ def main(argv=None) -> int:
         settings = load_settings()
         config = RetrievalConfig.load(settings.retrieval_config_file)
         chunks = load_chunks(args.chunks, size=settings.chunk_size, overlap=settings.chunk_overlap)
-        questions = read_questions(args.questions)[: args.limit]
+        questions = read_questions(args.questions)
+        if args.held_out:
+            from evaluation.train_ranker import held_out
+            questions = [q for q in questions if held_out(q.text)]
+        questions = questions[: args.limit]
         rows = []
         for engine in args.engines.split(","):
             if engine == "elasticsearch":
                 with elasticsearch_server() as url:
                     rows += run_engine(engine, chunks, questions, settings.replace(es_url=url),
-                                       config, args.level, args.k)
+                                       config, args.level, args.k, args.stages)
             else:
-                rows += run_engine(engine, chunks, questions, settings, config, args.level, args.k)
+                rows += run_engine(engine, chunks, questions, settings, config, args.level, args.k,
+                                   args.stages)
     except AssistantError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = (f"{Path(args.chunks).name} × {Path(args.questions).name}, {args.level} level, "
              f"{len(questions)} questions, config {config.passage.tag}, {stamp}")
-    print(write_report(rows, Path(args.out), title, args.k))
+    name = args.name or (f"stages-{Path(args.questions).stem}" if args.stages else "retrieval")
+    print(write_report(rows, Path(args.out), title, args.k, name))
     return 0
 
 

@@ -180,6 +180,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     parser.add_argument("--config", help="retrieval configuration JSON (default: the product's)")
     parser.add_argument("--limit", type=int, help="only the first N questions")
+    parser.add_argument("--held-out", action="store_true",
+                        help="only the questions the learned ranker does not train on "
+                             "(evaluation.train_ranker's split)")
     args = parser.parse_args(argv)
     if args.k < 1:
         parser.error("--k must be at least 1")
@@ -192,7 +195,11 @@ def main(argv=None) -> int:
         settings = load_settings()
         config = RetrievalConfig.load(args.config or settings.retrieval_config_file)
         chunks = load_chunks(args.chunks, size=settings.chunk_size, overlap=settings.chunk_overlap)
-        questions = read_questions(args.questions)[: args.limit]
+        questions = read_questions(args.questions)
+        if args.held_out:
+            from evaluation.train_ranker import held_out
+            questions = [q for q in questions if held_out(q.text)]
+        questions = questions[: args.limit]
         check_level(questions, args.level)
         retriever = open_eval_retriever(chunks, args.engine, settings, config, progress=not args.json)
         article_of = {c.chunk_id: c.article_id for c in chunks}

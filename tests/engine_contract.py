@@ -281,3 +281,42 @@ class EngineContract:
             engine.write(_indexed(), [], dim=DIM, model=MODEL)  # the holder works as usual
         with engine.job_lock():  # released: the next job gets it
             assert engine.count() == len(CHUNKS)
+
+    def test_vector_hits_carry_chunk_and_window_cosines_apart(self, engine):
+        """The chunk's own cosine and its best window's stay apart on the hit (the score is the
+        larger): fusion and the ranker weigh them separately."""
+        windowed = replace(CHUNKS[0], windows=("dents de scie", "carrés et sinus"))
+        rows = np.stack([_unit([1, 0, 0, 0]), _unit([0, 0, 1, 0]), _unit([0, 0, 0.6, 0.8])])
+        items = [IndexedChunk(windowed, rows)] + [
+            IndexedChunk(c, _unit([0, 1, 0, 0.2 * i]).reshape(1, -1))
+            for i, c in enumerate(CHUNKS[1:], 1)]
+        engine.write(items, [], dim=DIM, model=MODEL)
+        query = _unit([0.5, 0, 0.6, 0.8])
+        hits = {h.chunk_id: h for h in engine.vector_search(query, len(items))}
+        osc = hits["osc"]
+        assert osc.vector_chunk == pytest.approx(float(query @ rows[0]), abs=1e-5)
+        assert osc.vector_window == pytest.approx(float(query @ rows[2]), abs=1e-5)
+        assert osc.vector_window > osc.vector_chunk
+        plain = hits["comp"]  # no windows: its chunk cosine is all there is
+        assert plain.vector_chunk == pytest.approx(float(query @ items[1].vectors[0]), abs=1e-5)
+        assert all(h.bm25_chunk is None and h.bm25_window is None for h in hits.values())
+
+    def test_lexical_hits_carry_chunk_and_window_bm25_apart(self, engine):
+        a = replace(_chunk("a", "Réglages", "x", POST),
+                    text="L'attaque dépend du style. " + "Du remplissage neutre ici. " * 6 + "Le ratio aussi.",
+                    windows=("L'attaque dépend du style.", "Du remplissage neutre ici.", "Le ratio aussi."))
+        b = replace(_chunk("b", "Réglages", "x", POST),
+                    text="Du remplissage neutre ici. " * 6 + "L'attaque et le ratio vont ensemble.",
+                    windows=("Du remplissage neutre ici.", "L'attaque et le ratio vont ensemble."))
+        rows = lambda n: np.tile(_unit([1, 0, 0, 0]), (n, 1))  # noqa: E731
+        engine.write([IndexedChunk(a, rows(4)), IndexedChunk(b, rows(3))], [], dim=DIM, model=MODEL)
+        plain = {h.chunk_id: h for h in engine.lexical_search("attaque ratio", 2)}
+        weighted = {h.chunk_id: h for h in engine.lexical_search(
+            "attaque ratio", 2, params=LexicalParams(windows=0.5))}
+        for cid in ("a", "b"):
+            assert plain[cid].bm25_chunk == pytest.approx(plain[cid].score, rel=1e-4)
+            assert plain[cid].bm25_window is None
+            hit = weighted[cid]
+            assert hit.bm25_chunk == pytest.approx(plain[cid].score, rel=1e-4)
+            assert hit.score == pytest.approx(hit.bm25_chunk + 0.5 * hit.bm25_window, rel=1e-4)
+        assert weighted["b"].bm25_window > weighted["a"].bm25_window > 0

@@ -86,7 +86,8 @@ def test_lexical_query_adds_the_best_window_when_weighted():
     body = lexical_query("attaque", 5, category=SOUND, params=LexicalParams(windows=0.5))
     should = body["query"]["bool"]["should"]
     assert should[1] == {"nested": {"path": "windows", "score_mode": "max", "query": {
-        "match": {"windows.text": {"query": "attaque", "boost": 0.5}}}}}
+        "match": {"windows.text": {"query": "attaque", "boost": 0.5}}},
+        "inner_hits": {"size": 1, "_source": False}}}
     assert body["query"]["bool"]["minimum_should_match"] == 1
     assert body["query"]["bool"]["filter"] == [{"term": {"category": SOUND}}]
 

@@ -51,13 +51,25 @@ def test_configuration_file_is_checked(tmp_path):
     bad = tmp_path / "r.json"
     for body, message in [({"fusion": "magic"}, "fusion must be"),
                           ({"lexical": {"boosts": {"body": 1}}}, "title, tags and text"),
-                          ({"colour": "red"}, "unexpected keyword")]:
+                          ({"lexical": {"colour": "red"}}, "unexpected keyword"),
+                          ({"ranker": "missing.json"}, "ranker model not found")]:
         bad.write_text(json.dumps(body))
         with pytest.raises(ConfigError, match=message):
             RetrievalConfig.load(bad)
     bad.write_text("{oops")
     with pytest.raises(ConfigError, match="not valid JSON"):
         RetrievalConfig.load(bad)
+
+
+def test_unknown_top_level_blocks_are_kept(tmp_path):
+    """Other parts (the coverage gate) keep their own block in retrieval.json: loading and
+    saving the retrieval configuration leaves it as it was."""
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"fusion": "weighted", "coverage": {"min_cosine": 0.8}}))
+    config = RetrievalConfig.load(path)
+    assert config.fusion == "weighted"
+    config.save(path)
+    assert json.loads(path.read_text())["coverage"] == {"min_cosine": 0.8}
 
 
 @pytest.mark.parametrize("question, title_word", [
@@ -116,3 +128,26 @@ def test_a_changed_passage_recipe_asks_to_reindex_at_serve_time(demo_index_setti
     response = app.test_client().post("/question", json={"question": "Qu'est-ce qu'un VCO ?"})
     assert response.status_code == 503 and "--rebuild" in response.get_json()["error"]
     app.extensions["assistant"].close()
+
+
+def test_fusion_weighs_the_separate_signals():
+    """With the chunk and window cosines weighted apart, a chunk whose own vector matches beats
+    one that only has a close window, though their max-pooled scores tie; the fused hits keep
+    every signal the engines gave."""
+    from assistant.engines.base import Hit
+    from assistant.retrieval import fuse
+
+    vector = [Hit("window-only", 0.9, "a", vector_chunk=0.2, vector_window=0.9),
+              Hit("chunk", 0.9, "b", vector_chunk=0.9, vector_window=0.3),
+              Hit("low", 0.1, "c", vector_chunk=0.1, vector_window=0.1)]
+    lexical = [Hit("low", 5.0, "c", bm25_chunk=5.0)]
+    pooled = fuse({"vector": vector, "lexical": lexical},
+                  RetrievalConfig(fusion="weighted", weights={"vector": 1.0, "lexical": 0.1}))
+    split = fuse({"vector": vector, "lexical": lexical},
+                 RetrievalConfig(fusion="weighted", weights={
+                     "vector": 0.0, "vector_chunk": 1.0, "vector_window": 0.3, "lexical": 0.1}))
+    assert {h.chunk_id for h in pooled[:2]} == {"window-only", "chunk"}
+    assert pooled[0].score == pooled[1].score
+    assert [h.chunk_id for h in split][:2] == ["chunk", "window-only"]
+    low = next(h for h in split if h.chunk_id == "low")
+    assert (low.vector_chunk, low.bm25_chunk) == (0.1, 5.0)

@@ -24,11 +24,23 @@ LEXICAL_FIELDS = ("title", "tags", "text")
 
 @dataclass(frozen=True)
 class Hit:
-    """One candidate: a chunk id and the engine's score for it (higher is better)."""
+    """One candidate: a chunk id and the engine's score for it (higher is better).
+
+    The engines also fill in the separate signals behind ``score`` when they know them (None
+    when not measured): a vector search gives the cosine of the chunk's own vector
+    (``vector_chunk``) and of its best sentence window (``vector_window``), ``score`` being
+    the larger; a lexical search gives the chunk's multi_match BM25 (``bm25_chunk``) and its
+    best window's BM25 (``bm25_window``), ``score`` being chunk + windows weight × window.
+    Fusion and the learned ranker weigh them apart; ``score`` stays what it always was."""
 
     chunk_id: str
     score: float
     article_id: str = ""
+    vector_chunk: float | None = None
+    vector_window: float | None = None
+    bm25_chunk: float | None = None
+    bm25_window: float | None = None
+    ranker: float | None = None  # the learned ranker's score, when it ordered this hit
 
 
 @dataclass(frozen=True)

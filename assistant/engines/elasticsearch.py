@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -137,8 +138,10 @@ def lexical_query(query: str, k: int, *, category: str | None = None,
     filters = [{"term": {"category": category}}] if category else []
     if params.windows > 0:
         # Scores add up across `should` clauses: chunk score + weight × best window's BM25.
+        # The best window comes back as an inner hit: the chunk's own BM25 is the rest.
         best_window = {"nested": {"path": "windows", "score_mode": "max", "query": {
-            "match": {"windows.text": {"query": query, "boost": float(params.windows)}}}}}
+            "match": {"windows.text": {"query": query, "boost": float(params.windows)}}},
+            "inner_hits": {"size": 1, "_source": False}}}
         boolean = {"should": [match, best_window], "minimum_should_match": 1, "filter": filters}
     else:
         boolean = {"must": [match], "filter": filters}
@@ -221,6 +224,17 @@ def _meta(description: dict) -> dict:
 
 def _hit(hit: dict) -> Hit:
     return Hit(hit["_id"], float(hit["_score"]), (hit.get("_source") or {}).get("article_id", ""))
+
+
+def _lexical_hit(hit: dict, windows: float) -> Hit:
+    """A lexical hit with its chunk and best-window BM25 apart (the window's from its inner
+    hit, whose score carries the ``windows`` boost)."""
+    plain = _hit(hit)
+    if windows <= 0:
+        return replace(plain, bm25_chunk=plain.score)
+    inner = ((hit.get("inner_hits") or {}).get("windows") or {}).get("hits") or {}
+    boosted = float(inner.get("max_score") or 0.0) if inner.get("hits") else 0.0
+    return replace(plain, bm25_chunk=plain.score - boosted, bm25_window=boosted / windows)
 
 
 # --------------------------------------------------------------------------- errors
@@ -491,10 +505,11 @@ class ElasticsearchEngine:
                        params: LexicalParams | None = None) -> list[Hit]:
         if k <= 0 or not query or not query.strip():
             return []
+        params = params or LexicalParams()
         body = lexical_query(query, k, category=category, params=params)
         with self._errors("lexical search"):
             response = self.client.search(index=self.alias, **body)
-        return [_hit(hit) for hit in response["hits"]["hits"]]
+        return [_lexical_hit(hit, params.windows) for hit in response["hits"]["hits"]]
 
     def vector_search(self, vector: np.ndarray, k: int, *,
                       category: str | None = None) -> list[Hit]:
@@ -504,13 +519,21 @@ class ElasticsearchEngine:
         with self._errors("vector search"):
             response = self.client.search(index=self.alias, **body)
         hits = response["hits"]["hits"]
-        best = {hit["_id"]: _hit(hit) for hit in hits}
+        # Two candidate lists (chunk vectors, window vectors) kept apart in the hits' signals;
+        # ES scores a cosine as (1 + cos) / 2, the signals carry the raw cosine.
+        chunk_hits = {hit["_id"]: _hit(hit) for hit in hits}
+        window_hits: dict[str, Hit] = {}
         physical = {hit["_index"] for hit in hits}
         if any(self._has_windows(name) for name in physical):
-            for hit in self._window_hits(vector, k, category):
-                if hit.chunk_id not in best or hit.score > best[hit.chunk_id].score:
-                    best[hit.chunk_id] = hit
-        return sorted(best.values(), key=lambda h: (-h.score, h.chunk_id))[:k]
+            window_hits = {h.chunk_id: h for h in self._window_hits(vector, k, category)}
+        merged = []
+        for chunk_id in chunk_hits.keys() | window_hits.keys():
+            chunk, window = chunk_hits.get(chunk_id), window_hits.get(chunk_id)
+            best = max((h for h in (chunk, window) if h is not None), key=lambda h: h.score)
+            merged.append(replace(
+                best, vector_chunk=None if chunk is None else 2 * chunk.score - 1,
+                vector_window=None if window is None else 2 * window.score - 1))
+        return sorted(merged, key=lambda h: (-h.score, h.chunk_id))[:k]
 
     def get_chunks(self, chunk_ids: Iterable[str]) -> dict[str, Chunk]:
         ids = list(dict.fromkeys(chunk_ids))

@@ -169,18 +169,26 @@ class _Snapshot:
         self.vectors = np.vstack(matrices) if matrices else np.zeros((0, dim), np.float32)
         self.owners = np.concatenate(owners) if owners else np.zeros(0, np.int64)
         self.single_vector = len(self.owners) == len(rows)
+        self.first_rows = np.searchsorted(self.owners, np.arange(len(rows)))
 
     def mask(self, category: str | None) -> np.ndarray | None:
         return None if category is None else self.categories == category
 
-    def top(self, scores: np.ndarray, k: int, keep: np.ndarray) -> list[Hit]:
+    def top(self, scores: np.ndarray, k: int, keep: np.ndarray,
+            signals: dict[str, np.ndarray] | None = None) -> list[Hit]:
+        """The best ``k`` kept documents; ``signals`` (Hit field -> per-document array) are
+        copied onto each hit."""
         candidates = np.flatnonzero(keep)
         if len(candidates) > k:
             part = np.argpartition(-scores[candidates], k - 1)[:k]
             candidates = candidates[part]
         # Ties broken by chunk position, so the order is stable across runs.
         order = sorted(candidates, key=lambda d: (-scores[d], d))
-        return [Hit(self.chunk_ids[d], float(scores[d]), self.article_ids[d]) for d in order]
+        signals = signals or {}
+        return [Hit(self.chunk_ids[d], float(scores[d]), self.article_ids[d],
+                    **{name: float(values[d]) if np.isfinite(values[d]) else None
+                       for name, values in signals.items()})
+                for d in order]
 
     def window_scores(self, terms: list[str], k1: float, b: float) -> np.ndarray:
         """Per chunk, the BM25 of its best-matching sentence window (0 without windows)."""
@@ -189,6 +197,15 @@ class _Snapshot:
             scores = self.windows.score(terms, len(self.window_owners), k1, b)
             np.maximum.at(best, self.window_owners, scores)
         return best
+
+
+def _within_top(values: np.ndarray, k: int, keep: np.ndarray) -> np.ndarray:
+    """``values`` where they rank within the best ``k`` of the kept ones, -inf elsewhere."""
+    kept = values[keep]
+    if len(kept) <= k:
+        return np.where(keep, values, -np.inf)
+    threshold = np.partition(kept, len(kept) - k)[len(kept) - k]
+    return np.where(keep & (values >= threshold), values, -np.inf)
 
 
 def _reads(method):
@@ -388,14 +405,18 @@ class EmbeddedEngine:
         ]
         stacked = np.vstack(per_field)
         best = stacked.max(axis=0)
-        scores = best + params.tie_breaker * (stacked.sum(axis=0) - best)
+        chunk_scores = best + params.tie_breaker * (stacked.sum(axis=0) - best)
+        signals = {"bm25_chunk": chunk_scores}
+        scores = chunk_scores
         if params.windows > 0:
-            scores = scores + params.windows * snap.window_scores(terms, params.k1, params.b)
+            windows = snap.window_scores(terms, params.k1, params.b)
+            signals["bm25_window"] = windows
+            scores = chunk_scores + params.windows * windows
         keep = scores > 0
         mask = snap.mask(category)
         if mask is not None:
             keep &= mask
-        return snap.top(scores, k, keep)
+        return snap.top(scores, k, keep, signals)
 
     def vector_search(self, vector: np.ndarray, k: int, *,
                       category: str | None = None) -> list[Hit]:
@@ -411,14 +432,24 @@ class EmbeddedEngine:
         similarities = snap.vectors @ vector
         if snap.single_vector:
             scores = similarities.astype(np.float64)
+            signals = {"vector_chunk": scores}
         else:
-            scores = np.full(n, -np.inf)
-            np.maximum.at(scores, snap.owners, similarities)
+            # Row 0 of each chunk's rows is its own vector, the others its windows.
+            chunk_scores = similarities[snap.first_rows].astype(np.float64)
+            window_scores = np.full(n, -np.inf)
+            window_rows = np.ones(len(similarities), dtype=bool)
+            window_rows[snap.first_rows] = False
+            np.maximum.at(window_scores, snap.owners[window_rows], similarities[window_rows])
+            scores = np.maximum(chunk_scores, window_scores)
+            signals = {"vector_chunk": chunk_scores, "vector_window": window_scores}
         keep = np.ones(n, dtype=bool)
         mask = snap.mask(category)
         if mask is not None:
             keep &= mask
-        return snap.top(scores, k, keep)
+        # Like Elasticsearch's two kNN lists (chunk vectors, window vectors): a signal is known
+        # for the chunks within the best k by that signal, not measured (None) for the others.
+        signals = {name: _within_top(values, k, keep) for name, values in signals.items()}
+        return snap.top(scores, k, keep, signals)
 
     @_reads
     def get_chunks(self, chunk_ids: Iterable[str]) -> dict[str, Chunk]:

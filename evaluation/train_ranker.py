@@ -1,0 +1,167 @@
+"""Train the learned ranker (the second stage after fusion) and write its model file.
+
+    python -m evaluation.train_ranker --chunks FILE --questions FILE [--questions FILE ...] \\
+        [--out assistant/ranker.json] [--depth 30] [--holdout 0.25] [--limit N]
+
+Each questions file (a chunk-level CSV such as the dev questions, or article-level JSON lines
+such as the real-style questions) is split by a hash of the question text: ``--holdout`` of
+each set is held out, never trained on, and the run ends by comparing the plain fusion and the
+ranker on those held-out parts. ``python -m evaluation.retrieval --held-out`` measures the
+same held-out part later. The candidates come from the current retrieval configuration (its
+fusion, glossary and passage recipe), with the ranker off. Retrain for another corpus or
+embedder: the model records the index recipe it was trained for, and the retriever falls
+back to plain fusion on any other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from assistant.config import load_json_config, load_settings
+from assistant.errors import AssistantError
+from assistant.language import detect_language
+from assistant.ranker import FEATURES, LearnedRanker, features
+from assistant.retrieval import merge_signals
+from evaluation.retrieval import Question, open_eval_retriever, read_questions
+from indexing.sources import load_chunks
+
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "assistant" / "ranker.json"
+HOLDOUT = 0.25
+
+
+def held_out(question: str, share: float = HOLDOUT) -> bool:
+    """Whether this question is in the part the ranker never trains on (stable: a hash)."""
+    digest = hashlib.sha256(question.strip().encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") / 2 ** 32 < share
+
+
+def relevant(q: Question, chunk_id: str, article_id: str) -> bool:
+    return chunk_id == q.chunk if q.chunk else article_id in q.articles
+
+
+def question_rows(retriever, q: Question, depth: int, article_of: dict[str, str]):
+    """The features and labels of one question's top ``depth`` fused candidates."""
+    ranking = retriever.rank(q.text, depth)
+    hits = ranking.hits
+    chunks = retriever.engine.get_chunks([h.chunk_id for h in hits])
+    matrix = features(q.text, detect_language(q.text), hits, merge_signals(ranking.candidates),
+                      chunks)
+    labels = np.array([relevant(q, h.chunk_id, article_of.get(h.chunk_id, "")) for h in hits])
+    return matrix, labels
+
+
+def first_rank(labels: np.ndarray, order: np.ndarray, q: Question, hits_articles: list[str],
+               k: int) -> int | None:
+    """1-based rank of the first relevant item (chunk, or distinct article) in ``order``."""
+    if q.chunk:
+        for rank, i in enumerate(order[:k], start=1):
+            if labels[i]:
+                return rank
+        return None
+    seen: list[str] = []
+    for i in order:
+        if hits_articles[i] not in seen:
+            seen.append(hits_articles[i])
+            if labels[i]:
+                return len(seen) if len(seen) <= k else None
+    return None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.train_ranker",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--chunks", required=True, help="articles JSON or chunks JSON")
+    parser.add_argument("--questions", required=True, action="append",
+                        help="questions file (repeat); chunk-level CSV or article-level JSON lines")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="model file to write")
+    parser.add_argument("--depth", type=int, default=30, help="fused candidates reordered")
+    parser.add_argument("--holdout", type=float, default=HOLDOUT,
+                        help="share of each set held out (not trained on)")
+    parser.add_argument("--limit", type=int, help="only the first N questions of each set")
+    parser.add_argument("--trees", type=int, default=300, help="boosting rounds")
+    parser.add_argument("--leaves", type=int, default=7, help="leaves per tree")
+    parser.add_argument("--learning-rate", type=float, default=0.03)
+    args = parser.parse_args(argv)
+    if args.depth < 2:
+        parser.error("--depth must be at least 2")
+    if not 0 < args.holdout < 1:
+        parser.error("--holdout must be between 0 and 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import lightgbm
+
+    try:
+        settings = load_settings()
+        from assistant.retrieval import RetrievalConfig
+
+        # The configuration's fusion with the ranker off (its model may not exist yet).
+        config = replace(RetrievalConfig.from_dict(load_json_config(settings.retrieval_config_file)),
+                         ranker="")
+        chunks = load_chunks(args.chunks, size=settings.chunk_size, overlap=settings.chunk_overlap)
+        sets = {Path(p).name: read_questions(p)[: args.limit] for p in args.questions}
+        retriever = open_eval_retriever(chunks, "embedded", settings, config, progress=False)
+        article_of = {c.chunk_id: c.article_id for c in chunks}
+        rows = {name: [(q, *question_rows(retriever, q, args.depth, article_of)) for q in qs]
+                for name, qs in sets.items()}
+        model_name = retriever.engine.info().model  # the index recipe the signals came from
+    except AssistantError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    train = [(m, y) for name in rows for q, m, y in rows[name] if not held_out(q.text, args.holdout)]
+    train = [(m, lab) for m, lab in train if lab.any()]  # a list without relevant teaches nothing
+    if not train:
+        print("error: no training question has a relevant candidate: nothing to learn",
+              file=sys.stderr)
+        return 2
+    fit = lightgbm.LGBMRanker(
+        objective="lambdarank", n_estimators=args.trees, num_leaves=args.leaves,
+        learning_rate=args.learning_rate, min_child_samples=20, subsample=0.8, subsample_freq=1,
+        colsample_bytree=0.8, lambdarank_truncation_level=10, random_state=7, n_jobs=1,
+        verbose=-1)
+    fit.fit(np.vstack([m for m, _ in train]), np.concatenate([lab for _, lab in train]).astype(int),
+            group=[len(lab) for _, lab in train])
+    booster = fit.booster_
+    figures = {}
+    for name, items in rows.items():
+        test = [(q, m, lab) for q, m, lab in items if held_out(q.text, args.holdout)]
+        fused_ranks, ranker_ranks = [], []
+        for q, m, lab in test:
+            arts = [""] * len(lab)  # article ids of candidates, for article-level questions
+            ids = retriever.rank(q.text, args.depth).hits if not q.chunk else []
+            if ids:
+                arts = [article_of.get(h.chunk_id, "") for h in ids]
+            scores = booster.predict(m, num_threads=1)
+            k = 10 if q.chunk else 5
+            fused_ranks.append(first_rank(lab, np.arange(len(lab)), q, arts, k))
+            ranker_ranks.append(first_rank(lab, np.argsort(-scores, kind="stable"), q, arts, k))
+
+        def summary(ranks):
+            n = max(len(ranks), 1)
+            return {"hit": round(sum(r is not None for r in ranks) / n, 4),
+                    "mrr": round(sum(1 / r for r in ranks if r) / n, 4)}
+        figures[name] = {"held_out": len(test), "trained": len(items) - len(test),
+                         "fusion": summary(fused_ranks), "ranker": summary(ranker_ranks)}
+        print(f"{name}: held out {len(test)} ({'chunk hit@10' if test and test[0][0].chunk else 'article hit@5'})"
+              f"  fusion {figures[name]['fusion']}  ranker {figures[name]['ranker']}")
+    model = LearnedRanker(model_name, args.depth, booster,
+                          trained_on={"sets": figures, "holdout": args.holdout,
+                                      "split": "sha256(question) < holdout",
+                                      "questions": len(train), "features": len(FEATURES),
+                                      "trees": args.trees, "leaves": args.leaves,
+                                      "learning_rate": args.learning_rate})
+    model.save(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The learned ranker: features from the separate signals, a LightGBM model saved and loaded as
+text, used by the retriever only on an index of the recipe it was trained for, and off with
+``"ranker": ""`` in the retrieval configuration (plain fusion)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import lightgbm
+import numpy as np
+import pytest
+
+from assistant.engines.base import Hit, IndexedChunk
+from assistant.engines.embedded import EmbeddedEngine
+from assistant.errors import ConfigError
+from assistant.ranker import FEATURES, LearnedRanker, chunk_position, features
+from assistant.retrieval import RetrievalConfig, Retriever
+from tests.engine_contract import CHUNKS, DIM, MODEL, VECTORS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_features_use_the_separate_signals_and_neighbours():
+    hits = [Hit("a-1", 1.0, "a", vector_chunk=0.8, vector_window=0.9, bm25_chunk=4.0, bm25_window=2.0),
+            Hit("a-2", 0.7, "a", vector_chunk=0.7, bm25_chunk=1.0),
+            Hit("b-5", 0.5, "b", vector_window=0.6)]  # an ES hit outside the chunk-vector list
+    m = features("how do I set a compressor", "en", hits, {h.chunk_id: h for h in hits}, {})
+    col = {name: m[:, i] for i, name in enumerate(FEATURES)}
+    assert m.shape == (3, len(FEATURES))
+    assert col["vector_chunk"][2] == pytest.approx(0.7)  # missing: the list's lowest value
+    assert col["bm25_chunk"].tolist() == pytest.approx([1.0, 0.25, 0.0])  # share of the best
+    assert col["vector_window_rrank"][0] == 1.0
+    assert col["neighbour_fused"][0] == pytest.approx(0.7 - 1.0)  # a-2 follows a-1
+    assert col["neighbour_fused"][2] == pytest.approx(-0.5)  # b-5: no neighbour among them
+    assert col["english"].tolist() == [1.0, 1.0, 1.0]
+    assert col["article_share"].tolist() == pytest.approx([2 / 3, 2 / 3, 1 / 3])
+    assert chunk_position("3632a3b4-12") == 12 and chunk_position("odd") == 0
+
+
+def _toy_ranker(index_model: str) -> LearnedRanker:
+    """A model that learned to put the last-ranked fused candidate first (inverse fused rank)."""
+    rng = np.random.default_rng(3)
+    x, y, groups = [], [], []
+    for _ in range(60):
+        m = rng.random((6, len(FEATURES)))
+        m[:, FEATURES.index("fused_rrank")] = 1.0 / np.arange(1, 7)
+        x.append(m)
+        y.append((np.arange(6) == 5).astype(int))
+        groups.append(6)
+    fit = lightgbm.LGBMRanker(objective="lambdarank", n_estimators=20, num_leaves=3,
+                              min_child_samples=5, verbose=-1, n_jobs=1)
+    fit.fit(np.vstack(x), np.concatenate(y), group=groups)
+    return LearnedRanker(index_model, 6, fit.booster_, {"toy": True})
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = EmbeddedEngine(tmp_path / "index.sqlite")
+    engine.write([IndexedChunk(c, VECTORS[c.chunk_id].reshape(1, -1)) for c in CHUNKS], [],
+                 dim=DIM, model=MODEL)
+    yield engine
+    engine.close()
+
+
+def test_the_model_file_round_trips_and_orders_the_candidates(engine, tmp_path):
+    ranker = _toy_ranker(MODEL)
+    ranker.save(tmp_path / "ranker.json")
+    (tmp_path / "retrieval.json").write_text(json.dumps({"fusion": "weighted", "ranker": "ranker.json",
+                                                         "coverage": {"kept": 1}}))
+    config = RetrievalConfig.load(tmp_path / "retrieval.json")
+    assert config.ranker_model.trained_on == {"toy": True}
+    embed = lambda q: VECTORS["osc"]  # noqa: E731
+    plain = Retriever(engine, embed, replace(config, ranker="", ranker_model=None)).rank("oscillateur filtre", 6)
+    ranked = Retriever(engine, embed, config).rank("oscillateur filtre", 6)
+    assert {h.chunk_id for h in ranked.hits} == {h.chunk_id for h in plain.hits}
+    assert ranked.hits[0].chunk_id == plain.hits[-1].chunk_id  # what the toy model learned
+    assert all(h.ranker is not None for h in ranked.hits)
+    assert all(h.ranker is None for h in plain.hits)
+    assert ranked.hits[0].vector_chunk is not None  # the signals stay on the hits
+    assert ranked.timing.ranker > 0
+
+
+def test_a_model_of_another_recipe_falls_back_to_plain_fusion(engine, caplog):
+    config = RetrievalConfig(fusion="weighted", ranker="x", ranker_model=_toy_ranker("other#recipe"))
+    embed = lambda q: VECTORS["osc"]  # noqa: E731
+    plain = Retriever(engine, embed, replace(config, ranker_model=None)).rank("oscillateur filtre", 6)
+    fallback = Retriever(engine, embed, config).rank("oscillateur filtre", 6)
+    assert [h.chunk_id for h in fallback.hits] == [h.chunk_id for h in plain.hits]
+    assert "plain fusion" in caplog.text
+
+
+def test_bad_model_files_are_config_errors(tmp_path):
+    path = tmp_path / "ranker.json"
+    with pytest.raises(ConfigError, match="not found"):
+        LearnedRanker.load(path)
+    path.write_text(json.dumps({"features": ["old"], "model": ""}))
+    with pytest.raises(ConfigError, match="other features"):
+        LearnedRanker.load(path)
+    path.write_text(json.dumps({"features": list(FEATURES), "model": "garbage", "index_model": "m",
+                                "depth": 3}))
+    with pytest.raises(ConfigError, match="malformed"):
+        LearnedRanker.load(path)
+
+
+def test_the_shipped_model_matches_the_shipped_configuration():
+    config = RetrievalConfig.load(ROOT / "assistant" / "retrieval.json")
+    if not config.ranker:
+        pytest.skip("the shipped configuration has the ranker off")
+    assert config.ranker_model.index_model.endswith(config.passage.tag)
+    assert config.ranker_model.depth <= config.candidates
