@@ -104,9 +104,15 @@ def test_bad_model_files_are_config_errors(tmp_path):
         LearnedRanker.load(path)
 
 
-def test_the_shipped_model_matches_the_shipped_configuration():
+def test_the_shipped_model_matches_the_shipped_configuration(tmp_path):
+    # Shipped off by default (RESULTS.md says why), but it must load and fit the shipped
+    # recipe, so that `"ranker": "ranker.json"` turns it on.
     config = RetrievalConfig.load(ROOT / "assistant" / "retrieval.json")
-    if not config.ranker:
-        pytest.skip("the shipped configuration has the ranker off")
-    assert config.ranker_model.index_model.endswith(config.passage.tag)
-    assert config.ranker_model.depth <= config.candidates
+    model = config.ranker_model if config.ranker else LearnedRanker.load(
+        ROOT / "assistant" / "ranker.json")
+    assert model.index_model.endswith(config.passage.tag)
+    assert model.depth <= config.candidates
+    switched_on = tmp_path / "retrieval.json"
+    switched_on.write_text(json.dumps({**config.to_dict(),
+                                       "ranker": str(ROOT / "assistant" / "ranker.json")}))
+    assert RetrievalConfig.load(switched_on).ranker_model.index_model == model.index_model
