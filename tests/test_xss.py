@@ -98,9 +98,17 @@ def test_script_payloads_show_as_text_on_the_chat_page_and_the_dashboard(
         assert shown == sorted(PAYLOADS)
         assert_nothing_ran(page, seen)
 
-        # The control: the same payload inserted as HTML does run, so the checks above can fail.
-        page.evaluate("html => document.body.insertAdjacentHTML('beforeend', html)", PAYLOADS[0])
-        page.wait_for_function("window.__pwned === 1", timeout=5000)
+        # The control: the same payload inserted as HTML runs on a page without our CSP, so the
+        # checks above can fail ...
+        insert = "html => document.body.insertAdjacentHTML('beforeend', html)"
+        bare = context.new_page()
+        bare.set_content("<!doctype html><html><body></body></html>")
+        bare.evaluate(insert, PAYLOADS[0])
+        bare.wait_for_function("() => window.__pwned === 1", timeout=5000)
+        # ... while on our page the CSP stops it even inserted as HTML: the second line of defence.
+        page.evaluate(insert, PAYLOADS[0])
+        page.wait_for_timeout(500)
+        assert page.evaluate("() => window.__pwned") is None
         context.close()
     finally:
         served.close()

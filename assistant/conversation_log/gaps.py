@@ -59,7 +59,9 @@ def gap_questions(store, since: datetime | None = None,
 
 def _lexical_vectors(questions: Sequence[str]) -> np.ndarray:
     vocabulary: dict[str, int] = {}
-    bags = [Counter(content_terms(q)) for q in questions]
+    # A question of stop words only has no content term: its own text stands for it, so that
+    # every row has a direction (cosine distance needs one) and repeats of it still group.
+    bags = [Counter(content_terms(q)) or Counter({"\0" + q.casefold(): 1}) for q in questions]
     for bag in bags:
         for term in bag:
             vocabulary.setdefault(term, len(vocabulary))
