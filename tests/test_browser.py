@@ -191,6 +191,32 @@ def test_chat_streams_cites_takes_feedback_and_follows_up(browser, serve, app_se
     store.close()
 
 
+def test_a_question_the_blog_does_not_cover_is_declined_in_the_readers_language(
+        browser, serve, app_settings):
+    served = serve(app_settings)
+    store = open_store(app_settings.database_url, data_dir=app_settings.data_dir)
+    page = browser.new_page(viewport={"width": 1000, "height": 800}, locale="en-US")
+    errors = watch_errors(page)
+    page.goto(served.url + "/")
+    declined = ask(page, "How do I bake a chocolate cake without eggs?", 0)
+    assert declined.get_attribute("data-covered") == "false"
+    expect(declined.locator(".answer")).to_contain_text("The blog does not cover this question")
+    expect(declined.locator(".sources-list li")).to_have_count(0)
+    assert query(store, "SELECT question, covered FROM conversations") == [
+        ("How do I bake a chocolate cake without eggs?", False)]
+    # the next question the blog covers is answered, its sources grouped by article
+    covered = ask(page, "Qu'est-ce qu'un compresseur ?", 1)
+    assert covered.get_attribute("data-covered") == "true"
+    expect(covered.locator(".sources-list li").first).to_be_visible()
+    numbers = covered.locator(".sources-list > li").evaluate_all(
+        "items => items.map(li => li.dataset.numbers)")
+    cited = [int(n) for entry in numbers for n in entry.split(",")]
+    assert len(cited) == len(set(cited))  # each passage under one article only
+    assert errors == []
+    page.close()
+    store.close()
+
+
 def test_errors_are_shown_readably(browser, serve, app_settings):
     served = serve(app_settings)
     page = browser.new_page(viewport={"width": 1000, "height": 800}, locale="fr-FR")
