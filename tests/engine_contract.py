@@ -52,6 +52,18 @@ def _unit(v):
     return v / np.linalg.norm(v)
 
 
+def _write_attack_and_ratio(engine) -> None:
+    """Two chunks holding "attaque" and "ratio"; only ``b`` has them in the same window."""
+    a = replace(_chunk("a", "Réglages", "x", POST),
+                text="L'attaque dépend du style. " + "Du remplissage neutre ici. " * 6 + "Le ratio aussi.",
+                windows=("L'attaque dépend du style.", "Du remplissage neutre ici.", "Le ratio aussi."))
+    b = replace(_chunk("b", "Réglages", "x", POST),
+                text="Du remplissage neutre ici. " * 6 + "L'attaque et le ratio vont ensemble.",
+                windows=("Du remplissage neutre ici.", "L'attaque et le ratio vont ensemble."))
+    rows = lambda n: np.tile(_unit([1, 0, 0, 0]), (n, 1))  # noqa: E731
+    engine.write([IndexedChunk(a, rows(4)), IndexedChunk(b, rows(3))], [], dim=DIM, model=MODEL)
+
+
 # Distinct, deterministic unit vectors: every pair of cosines differs, so rankings are exact.
 VECTORS = {c.chunk_id: _unit(np.random.default_rng(i + 7).normal(size=DIM))
            for i, c in enumerate(CHUNKS)}
@@ -228,15 +240,7 @@ class EngineContract:
         assert hits and all(h.article_id == f"a-{h.chunk_id}" for h in hits)
 
     def test_best_window_weight_favours_a_close_passage(self, engine):
-        # Both chunks hold "attaque" and "ratio"; only `b` has them in the same window.
-        a = replace(_chunk("a", "Réglages", "x", POST),
-                    text="L'attaque dépend du style. " + "Du remplissage neutre ici. " * 6 + "Le ratio aussi.",
-                    windows=("L'attaque dépend du style.", "Du remplissage neutre ici.", "Le ratio aussi."))
-        b = replace(_chunk("b", "Réglages", "x", POST),
-                    text="Du remplissage neutre ici. " * 6 + "L'attaque et le ratio vont ensemble.",
-                    windows=("Du remplissage neutre ici.", "L'attaque et le ratio vont ensemble."))
-        rows = lambda n: np.tile(_unit([1, 0, 0, 0]), (n, 1))  # noqa: E731
-        engine.write([IndexedChunk(a, rows(4)), IndexedChunk(b, rows(3))], [], dim=DIM, model=MODEL)
+        _write_attack_and_ratio(engine)
         plain = engine.lexical_search("attaque ratio", 2)
         weighted = engine.lexical_search("attaque ratio", 2, params=LexicalParams(windows=1.0))
         assert {h.chunk_id for h in plain} == {"a", "b"}
@@ -302,14 +306,7 @@ class EngineContract:
         assert all(h.bm25_chunk is None and h.bm25_window is None for h in hits.values())
 
     def test_lexical_hits_carry_chunk_and_window_bm25_apart(self, engine):
-        a = replace(_chunk("a", "Réglages", "x", POST),
-                    text="L'attaque dépend du style. " + "Du remplissage neutre ici. " * 6 + "Le ratio aussi.",
-                    windows=("L'attaque dépend du style.", "Du remplissage neutre ici.", "Le ratio aussi."))
-        b = replace(_chunk("b", "Réglages", "x", POST),
-                    text="Du remplissage neutre ici. " * 6 + "L'attaque et le ratio vont ensemble.",
-                    windows=("Du remplissage neutre ici.", "L'attaque et le ratio vont ensemble."))
-        rows = lambda n: np.tile(_unit([1, 0, 0, 0]), (n, 1))  # noqa: E731
-        engine.write([IndexedChunk(a, rows(4)), IndexedChunk(b, rows(3))], [], dim=DIM, model=MODEL)
+        _write_attack_and_ratio(engine)
         plain = {h.chunk_id: h for h in engine.lexical_search("attaque ratio", 2)}
         weighted = {h.chunk_id: h for h in engine.lexical_search(
             "attaque ratio", 2, params=LexicalParams(windows=0.5))}
