@@ -344,6 +344,26 @@ def test_question_endpoint_reply_contract(demo_index_settings, tmp_path):
     app.extensions["assistant"].close()
 
 
+def test_the_dashboard_groups_content_gaps_by_meaning(demo_index_settings, tmp_path):
+    # An English and a French question about the same cake share no word: only their
+    # embeddings put them together, on /dashboard/data as in `assistant gaps`.
+    from assistant.web import create_app
+
+    app = create_app({"SETTINGS": demo_index_settings.replace(data_dir=str(tmp_path / "dash")),
+                      "TESTING": True})
+    now = datetime.now(UTC)
+    store = app.extensions["assistant"].store
+    for i, (q, lang) in enumerate([("How do I bake a chocolate cake without eggs?", "en"),
+                                   ("Recette de gâteau au chocolat sans œufs", "fr"),
+                                   ("Comment déclarer mes impôts d'auto-entrepreneur ?", "fr")]):
+        store.save_exchange(Exchange(question=q, language=lang, covered=False,
+                                     coverage_score=0.1, created_at=now - timedelta(hours=3 - i)))
+    gaps = app.test_client().get("/dashboard/data?hours=24").get_json()["content_gaps"]
+    assert sorted((g["count"], tuple(sorted(g["languages"]))) for g in gaps) == [
+        (1, ("fr",)), (2, ("en", "fr"))]
+    app.extensions["assistant"].close()
+
+
 def test_gate_is_off_without_a_calibration(services, tmp_path):
     raw = load_json_config(DEFAULT_RETRIEVAL_CONFIG)
     raw.pop("coverage")

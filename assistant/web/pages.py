@@ -174,7 +174,10 @@ def dashboard_data_view():
     if hours.is_integer():
         hours = int(hours)
     try:
-        data = dashboard_for_hours(_store(), hours, bucket_seconds)
+        # Content gaps grouped by meaning, as `assistant gaps` groups them (the query memo
+        # keeps each question's vector).
+        data = dashboard_for_hours(_store(), hours, bucket_seconds,
+                                   embed=_services().query_embeddings)
     except StoreUnavailable as e:
         log.warning("dashboard: conversation log unavailable: %s", e)
         return jsonify(error="the conversation log is unavailable right now"), 503
