@@ -395,6 +395,33 @@ def test_gate_adds_only_milliseconds(services):
 # -- the evaluation / calibration command ----------------------------------------------------
 
 
+def test_the_gate_learns_the_words_of_articles_indexed_after_it_started(tmp_path):
+    # `assistant index --every` adds articles to a serving index: the gate's vocabulary must
+    # follow, or questions about the new article lose their vocabulary evidence.
+    import numpy as np
+
+    from assistant.engines.base import IndexedChunk
+    from assistant.engines.embedded import EmbeddedEngine
+    from assistant.retrieval import Retriever
+
+    def chunk(cid, text):
+        return Chunk(chunk_id=cid, article_id=f"a-{cid}", title=text, text=text,
+                     url=f"/articles/{cid}", category="LE SOUND DESIGN")
+
+    vector = np.ones((1, 4), dtype=np.float32) / 2
+    engine = EmbeddedEngine(tmp_path / "index.sqlite")
+    engine.write([IndexedChunk(chunk("a", "Le compresseur réduit la dynamique"), vector)], [],
+                 dim=4, model="m")
+    gate = CoverageGate(Retriever(engine, lambda q: vector[0]), lambda texts: np.ones(
+        (len(texts), 4), dtype=np.float32) / 2, None, recheck_seconds=0.0)
+    vocabulary = gate._prepared()[1]
+    assert "theremin" not in vocabulary.df
+    engine.write([IndexedChunk(chunk("b", "Le theremin se joue sans contact"), vector)], [],
+                 dim=4, model="m")
+    assert "theremin" in gate._prepared()[1].df
+    engine.close()
+
+
 def test_thresholds_are_stored_rounded_down():
     calibration = Calibration.from_dict(calibration_dict(thresholds={"fr": 0.43389, "en": 0.01907}))
     assert calibration.to_dict()["thresholds"] == {"en": 0.019, "fr": 0.4338}

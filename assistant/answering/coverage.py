@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -252,6 +253,9 @@ class CoverageGate:
     retriever: object
     embed_passages: Callable[[list[str]], np.ndarray]
     calibration: Calibration | None
+    # How often the index is asked whether it changed (an index job added or removed
+    # articles): the vocabulary is then rebuilt, so new articles' words count at once.
+    recheck_seconds: float = 60.0
     _ready: tuple | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -262,17 +266,32 @@ class CoverageGate:
     def warm_up(self) -> None:
         self._prepared()
 
+    def _index_stamp(self) -> tuple:
+        info = self.retriever.engine.info()
+        return (info.count, info.updated_at) if info is not None else (0, "")
+
     def _prepared(self) -> tuple:
-        if self._ready is None:
-            with self._lock:
-                if self._ready is None:
-                    background = np.asarray(self.embed_passages(list(BACKGROUND)), dtype=np.float32)
-                    vocabulary = Vocabulary.of_chunks(self.retriever.indexed_chunks())
-                    self._ready = (background, vocabulary)
-        return self._ready
+        ready = self._ready
+        if ready is not None and time.monotonic() - ready[3] < self.recheck_seconds:
+            return ready
+        with self._lock:
+            ready = self._ready
+            if ready is not None and time.monotonic() - ready[3] < self.recheck_seconds:
+                return ready
+            stamp = self._index_stamp()
+            if ready is None:
+                background = np.asarray(self.embed_passages(list(BACKGROUND)), dtype=np.float32)
+            else:
+                background = ready[0]
+            if ready is None or ready[2] != stamp:
+                vocabulary = Vocabulary.of_chunks(self.retriever.indexed_chunks())
+            else:
+                vocabulary = ready[1]
+            self._ready = (background, vocabulary, stamp, time.monotonic())
+            return self._ready
 
     def evidence(self, question: str, *, category: str | None = None) -> Evidence:
-        background, vocabulary = self._prepared()
+        background, vocabulary, _, _ = self._prepared()
         r = self.retriever
         return gather_evidence(question, r.embed_query(question), r.engine, r.config.lexical,
                                vocabulary, background, category=category)
