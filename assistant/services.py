@@ -44,13 +44,13 @@ class Services:
         self.close()
 
     def _part(self, name: str, build):
-        part = self._built.get(name)
-        if part is None:
+        """The part ``name``, built once by ``build()`` (None is a built part too: no LLM, no
+        judge, no cap). A build that raises is tried again on the next use."""
+        if name not in self._built:
             with self._lock:
-                part = self._built.get(name)
-                if part is None:
-                    part = self._built[name] = build()
-        return part
+                if name not in self._built:
+                    self._built[name] = build()
+        return self._built[name]
 
     # -- parts -------------------------------------------------------------------------------
 
@@ -80,10 +80,7 @@ class Services:
         """The LLM client, or None (extractive answers) when none is configured."""
         from assistant.answering.llm import llm_from_settings
 
-        if "llm" not in self._built:
-            with self._lock:
-                self._built.setdefault("llm", llm_from_settings(self.settings))
-        return self._built["llm"]
+        return self._part("llm", lambda: llm_from_settings(self.settings))
 
     @property
     def mode(self) -> str:
@@ -194,32 +191,26 @@ class Services:
         """The background judge of answers, or None (no LLM, or JUDGE_ENABLED off)."""
         from assistant.answering.judge import JudgeWorker
 
-        if "judge" not in self._built:
-            with self._lock:
-                if "judge" not in self._built:
-                    enabled = self.settings.judge_enabled and self.llm is not None
-                    observer = self.observer
-                    if self.spending_cap is not None:
-                        from assistant.spending import Observers
-
-                        observer = Observers(self.observer, self.spending_cap)
-                    self._built["judge"] = (JudgeWorker(self.llm, self.store, observer=observer)
-                                            if enabled else None)
-        return self._built["judge"]
+        enabled = self.settings.judge_enabled and self.llm is not None
+        return self._part("judge", lambda: JudgeWorker(
+            self.llm, self.store, observer=self._observer_of_costs) if enabled else None)
 
     @property
     def spending_cap(self):
         """Today's LLM spend against LLM_DAILY_BUDGET_USD, or None (no LLM, or no budget)."""
         from assistant.spending import SpendingCap
 
-        if "spending_cap" not in self._built:
-            with self._lock:
-                if "spending_cap" not in self._built:
-                    budget = self.settings.llm_daily_budget_usd
-                    self._built["spending_cap"] = (SpendingCap(self.store, budget)
-                                                   if budget > 0 and self.llm is not None
-                                                   else None)
-        return self._built["spending_cap"]
+        budget = self.settings.llm_daily_budget_usd
+        return self._part("spending_cap", lambda: SpendingCap(self.store, budget)
+                          if budget > 0 and self.llm is not None else None)
+
+    @property
+    def _observer_of_costs(self):
+        """The observer of exchanges and verdicts: the metrics, and the spending cap if any."""
+        from assistant.spending import Observers
+
+        cap = self.spending_cap
+        return Observers(self.observer, cap) if cap is not None else self.observer
 
     @property
     def assistant(self):
@@ -229,13 +220,12 @@ class Services:
 
     def _build_assistant(self):
         from assistant.answering.rag import Assistant
-        from assistant.spending import BudgetedAssistant, Observers
+        from assistant.spending import BudgetedAssistant
 
         cap = self.spending_cap
-        observer = Observers(self.observer, cap) if cap is not None else self.observer
         assistant = Assistant(lambda: self.retriever, self.llm, self.store,
                               sentence_vectors=self.sentence_vectors if self.llm is None else None,
-                              judge=self.judge, observer=observer,
+                              judge=self.judge, observer=self._observer_of_costs,
                               coverage=lambda: self.coverage_gate)
         if cap is None:
             return assistant

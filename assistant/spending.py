@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from assistant.conversation_log import StoreUnavailable
+from assistant.conversation_log.backends import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,6 @@ def budget_notice(language: str | None) -> dict:
                                                                 NOTICE_MESSAGES["fr"])}
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def cost_since(store, start: datetime) -> float:
     """USD the LLM cost (answers and judge) for exchanges created at ``start`` or later.
     Raises StoreUnavailable."""
@@ -59,7 +56,7 @@ class SpendingCap:
     """Today's LLM spend against ``budget_usd`` (thread-safe)."""
 
     def __init__(self, store, budget_usd: float, *, read_every: float = READ_EVERY,
-                 clock: Callable[[], datetime] = _utcnow):
+                 clock: Callable[[], datetime] = utcnow):
         if budget_usd <= 0:
             raise ValueError("a spending cap needs a budget above 0")
         self.store = store
