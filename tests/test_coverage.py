@@ -414,11 +414,11 @@ def test_the_gate_learns_the_words_of_articles_indexed_after_it_started(tmp_path
                  dim=4, model="m")
     gate = CoverageGate(Retriever(engine, lambda q: vector[0]), lambda texts: np.ones(
         (len(texts), 4), dtype=np.float32) / 2, None, recheck_seconds=0.0)
-    vocabulary = gate._prepared()[1]
+    vocabulary = gate._prepared().vocabulary
     assert "theremin" not in vocabulary.df
     engine.write([IndexedChunk(chunk("b", "Le theremin se joue sans contact"), vector)], [],
                  dim=4, model="m")
-    assert "theremin" in gate._prepared()[1].df
+    assert "theremin" in gate._prepared().vocabulary.df
     engine.close()
 
 

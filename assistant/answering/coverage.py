@@ -39,7 +39,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -242,6 +242,16 @@ def gather_evidence(question: str, query_vector: np.ndarray, engine, lexical_par
                     tuple((h.chunk_id, float(h.score), h.article_id) for h in vector_hits[:10]))
 
 
+class _Prepared(NamedTuple):
+    """What the gate prepares once: the background's vectors, and the index's vocabulary as of
+    the index ``stamp`` (count, last update), checked again after ``recheck_seconds``."""
+
+    background: np.ndarray
+    vocabulary: Vocabulary
+    stamp: tuple
+    checked_at: float
+
+
 @dataclass
 class CoverageGate:
     """Decides coverage for one retriever's index (thread-safe; prepares its background and
@@ -256,7 +266,7 @@ class CoverageGate:
     # How often the index is asked whether it changed (an index job added or removed
     # articles): the vocabulary is then rebuilt, so new articles' words count at once.
     recheck_seconds: float = 60.0
-    _ready: tuple | None = field(default=None, init=False, repr=False)
+    _ready: _Prepared | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
@@ -270,28 +280,25 @@ class CoverageGate:
         info = self.retriever.engine.info()
         return (info.count, info.updated_at) if info is not None else (0, "")
 
-    def _prepared(self) -> tuple:
+    def _prepared(self) -> _Prepared:
         ready = self._ready
-        if ready is not None and time.monotonic() - ready[3] < self.recheck_seconds:
+        if ready is not None and time.monotonic() - ready.checked_at < self.recheck_seconds:
             return ready
         with self._lock:
             ready = self._ready
-            if ready is not None and time.monotonic() - ready[3] < self.recheck_seconds:
+            if ready is not None and time.monotonic() - ready.checked_at < self.recheck_seconds:
                 return ready
             stamp = self._index_stamp()
-            if ready is None:
-                background = np.asarray(self.embed_passages(list(BACKGROUND)), dtype=np.float32)
-            else:
-                background = ready[0]
-            if ready is None or ready[2] != stamp:
-                vocabulary = Vocabulary.of_chunks(self.retriever.indexed_chunks())
-            else:
-                vocabulary = ready[1]
-            self._ready = (background, vocabulary, stamp, time.monotonic())
+            background = ready.background if ready is not None else np.asarray(
+                self.embed_passages(list(BACKGROUND)), dtype=np.float32)
+            vocabulary = ready.vocabulary if ready is not None and ready.stamp == stamp else \
+                Vocabulary.of_chunks(self.retriever.indexed_chunks())
+            self._ready = _Prepared(background, vocabulary, stamp, time.monotonic())
             return self._ready
 
     def evidence(self, question: str, *, category: str | None = None) -> Evidence:
-        background, vocabulary, _, _ = self._prepared()
+        prepared = self._prepared()
+        background, vocabulary = prepared.background, prepared.vocabulary
         r = self.retriever
         return gather_evidence(question, r.embed_query(question), r.engine, r.config.lexical,
                                vocabulary, background, category=category)

@@ -290,11 +290,10 @@ class Assistant:
         work.spend.add(completion)
         work.exchange.model = completion.model
         if is_not_covered(completion.text):
-            related = list(dict.fromkeys(p.chunk.article_id for p in work.passages))[:3]
-            best = {}
-            for p in work.passages:  # the retrieved articles: the gate found them close
+            best = {}  # each retrieved article's best chunk: the gate found them close
+            for p in work.passages:
                 best.setdefault(p.chunk.article_id, p.chunk.chunk_id)
-            self._not_covered(work, [best[a] for a in related])
+            self._not_covered(work, list(best.values())[:3])
             return NOT_COVERED[work.exchange.language]
         answer = strip_invalid_citations(completion.text, len(work.passages)).strip()
         return answer or NO_MATCH[work.exchange.language]
