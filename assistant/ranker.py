@@ -66,14 +66,14 @@ def _signal(hits: list[Hit], name: str, missing: str) -> np.ndarray:
     return np.array([v if v is not None and math.isfinite(v) else fill for v in values])
 
 
-def features(question: str, language: str, fused: list[Hit], signals: dict[str, Hit],
+def features(question: str, language: str, fused: list[Hit],
              chunks: dict[str, Chunk]) -> np.ndarray:
     """The feature matrix (one row per candidate of ``fused``, columns :data:`FEATURES`).
 
-    ``signals``: chunk id -> a hit carrying the engine signals of that chunk (merged from the
-    lexical and vector candidate lists); ``chunks``: the candidates' stored chunks."""
+    ``fused``: the fused hits, each carrying its engine signals (``retrieval.fuse`` merges
+    them from the lexical and vector lists); ``chunks``: the candidates' stored chunks."""
     n = len(fused)
-    rows = [signals.get(h.chunk_id, h) for h in fused]
+    rows = fused
     fused_scores = np.array([h.score for h in fused], dtype=np.float64)
     top = fused_scores.max() if n and fused_scores.max() > 0 else 1.0
     fused_norm = fused_scores / top

@@ -310,7 +310,7 @@ class Retriever:
             hits = fuse(rankings, self.config.for_question(question))
             if self.ranker is not None and hits:
                 t = time.perf_counter()
-                hits = self.rerank(question, language, hits, rankings)
+                hits = self.rerank(question, language, hits)
                 ranker_time = time.perf_counter() - t
             hits = hits[:k]
         else:
@@ -319,8 +319,7 @@ class Retriever:
                                     total=time.perf_counter() - started, ranker=ranker_time),
                        rankings)
 
-    def rerank(self, question: str, language: str, fused: list[Hit],
-               rankings: dict[str, list[Hit]]) -> list[Hit]:
+    def rerank(self, question: str, language: str, fused: list[Hit]) -> list[Hit]:
         """The ranker's order of the top fused candidates (the rest follow in fused order).
         Each reordered hit keeps its fused ``score`` and signals; the order is the ranker's."""
         from assistant.ranker import features
@@ -328,7 +327,7 @@ class Retriever:
         model = self.ranker
         head, tail = fused[:model.depth], fused[model.depth:]
         chunks = self.engine.get_chunks([h.chunk_id for h in head])
-        matrix = features(question, language, head, merge_signals(rankings), chunks)
+        matrix = features(question, language, head, chunks)
         scores = model.scores(matrix)
         order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
         return [replace(head[i], ranker=float(scores[i])) for i in order] + tail

@@ -27,7 +27,6 @@ from assistant.config import load_json_config, load_settings
 from assistant.errors import AssistantError
 from assistant.language import detect_language
 from assistant.ranker import FEATURES, LearnedRanker, features
-from assistant.retrieval import merge_signals
 from evaluation.retrieval import Question, open_eval_retriever, read_questions
 from indexing.sources import load_chunks
 
@@ -50,8 +49,7 @@ def question_rows(retriever, q: Question, depth: int, article_of: dict[str, str]
     ranking = retriever.rank(q.text, depth)
     hits = ranking.hits
     chunks = retriever.engine.get_chunks([h.chunk_id for h in hits])
-    matrix = features(q.text, detect_language(q.text), hits, merge_signals(ranking.candidates),
-                      chunks)
+    matrix = features(q.text, detect_language(q.text), hits, chunks)
     labels = np.array([relevant(q, h.chunk_id, article_of.get(h.chunk_id, "")) for h in hits])
     return matrix, labels
 

@@ -26,7 +26,7 @@ def test_features_use_the_separate_signals_and_neighbours():
     hits = [Hit("a-1", 1.0, "a", vector_chunk=0.8, vector_window=0.9, bm25_chunk=4.0, bm25_window=2.0),
             Hit("a-2", 0.7, "a", vector_chunk=0.7, bm25_chunk=1.0),
             Hit("b-5", 0.5, "b", vector_window=0.6)]  # an ES hit outside the chunk-vector list
-    m = features("how do I set a compressor", "en", hits, {h.chunk_id: h for h in hits}, {})
+    m = features("how do I set a compressor", "en", hits, {})
     col = {name: m[:, i] for i, name in enumerate(FEATURES)}
     assert m.shape == (3, len(FEATURES))
     assert col["vector_chunk"][2] == pytest.approx(0.7)  # missing: the list's lowest value
