@@ -17,6 +17,12 @@ ANSWER_TIMEOUT = 90_000  # ms: the first question of an app loads the embedding 
 CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 
 
+def cited_numbers(answer: str) -> list[int]:
+    """The passage numbers an answer cites ([1], [2, 3] …), sorted."""
+    return sorted({int(n) for group in CITATION.findall(answer)
+                   for n in re.split(r"\s*[,;]\s*", group)})
+
+
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 from playwright.sync_api import expect  # noqa: E402
 
 from assistant.conversation_log import Exchange, open_store  # noqa: E402
-from tests.fixtures_browser import ANSWER_TIMEOUT, CITATION  # noqa: E402,F401
+from tests.fixtures_browser import ANSWER_TIMEOUT, CITATION, cited_numbers  # noqa: E402,F401
 
 UTC = timezone.utc
 
@@ -114,8 +114,7 @@ def test_chat_streams_cites_takes_feedback_and_follows_up(browser, serve, app_se
     assert first.locator(".answer").text_content() == shown_text(answer)
 
     sources = store.get(exchange_id).sources
-    cited = sorted({int(n) for group in CITATION.findall(answer)
-                    for n in re.split(r"\s*[,;]\s*", group)})
+    cited = cited_numbers(answer)
     assert cited, answer
     # one entry per cited article, its cited passages' numbers under it
     by_article = cited_by_article(sources, cited)

@@ -10,7 +10,6 @@ lists that blog; a second blog, not listed, plays a site that may not frame the 
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +21,7 @@ pytestmark = pytest.mark.slow
 from playwright.sync_api import expect  # noqa: E402
 
 from assistant.conversation_log import open_store  # noqa: E402
-from tests.fixtures_browser import ANSWER_TIMEOUT, CITATION  # noqa: E402
+from tests.fixtures_browser import ANSWER_TIMEOUT, cited_numbers  # noqa: E402
 from tests.test_browser import cited_by_article, query, watch_errors  # noqa: E402
 
 BUTTON = "#arsonor-widget-button"
@@ -119,11 +118,6 @@ def ask_in(frame, question: str, index: int):
     answer = frame.locator(".msg-bot").nth(index)
     expect(answer.locator(".meta")).to_be_visible(timeout=ANSWER_TIMEOUT)
     return answer
-
-
-def cited_numbers(answer: str) -> list[int]:
-    return sorted({int(n) for group in CITATION.findall(answer)
-                   for n in re.split(r"\s*[,;]\s*", group)})
 
 
 # -- the widget on another origin ---------------------------------------------------------
