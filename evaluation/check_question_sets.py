@@ -10,6 +10,9 @@ Files checked (JSON lines, UTF-8, one object per line):
 - ``evaluation/heldapart_questions.jsonl``: more real-style questions, same fields, kept apart
   from anything the ranker or the tuner trains on (reported separately; never passed to
   ``evaluation.train_ranker`` or ``evaluation.tune``).
+- ``evaluation/realstyle_train_questions.jsonl``: training questions for the learned ranker, same
+  fields as realstyle; written without reading the held-apart set, so a duplicate of one of its
+  questions is an error like any other duplicate.
 - ``evaluation/coverage_out_of_scope.jsonl`` and ``evaluation/coverage_demo_out_of_scope.jsonl``:
   questions the blog (resp. the demo corpus ``data/articles.json``) does not answer, with
   ``question``, ``lang``, ``kind`` (off_domain|near_domain) and ``split`` (calibration|held_out).
@@ -43,6 +46,7 @@ DEFAULT_BLOG = ROOT.parent / "shared" / "data" / "arsonor" / "articles.json"
 DEMO = ROOT / "data" / "articles.json"
 REALSTYLE = ROOT / "evaluation" / "realstyle_questions.jsonl"
 HELDAPART = ROOT / "evaluation" / "heldapart_questions.jsonl"
+REALSTYLE_TRAIN = ROOT / "evaluation" / "realstyle_train_questions.jsonl"
 COVERAGE = ROOT / "evaluation" / "coverage_out_of_scope.jsonl"
 COVERAGE_DEMO = ROOT / "evaluation" / "coverage_demo_out_of_scope.jsonl"
 EXISTING = [ROOT / "evaluation" / "crosslingual_questions.jsonl", ROOT / "evaluation" / "demo_questions.jsonl"]
@@ -275,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {blog_path} not found; article ids, blog copies and glossary vocabulary not checked")
     demo = json.loads(DEMO.read_text(encoding="utf-8"))
 
-    files = {p.name: read_jsonl(p, rep) for p in (REALSTYLE, HELDAPART, COVERAGE, COVERAGE_DEMO)}
+    files = {p.name: read_jsonl(p, rep) for p in (REALSTYLE, HELDAPART, REALSTYLE_TRAIN, COVERAGE, COVERAGE_DEMO)}
     existing = []
     for p in EXISTING:
         for r in read_jsonl(p, rep):
@@ -285,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     stats = check_realstyle(files[REALSTYLE.name], {a["article_id"] for a in blog} if blog else None, rep)
     held = check_realstyle(files[HELDAPART.name], {a["article_id"] for a in blog} if blog else None,
                            rep, HELDAPART.name)
+    train = check_realstyle(files[REALSTYLE_TRAIN.name], {a["article_id"] for a in blog} if blog else None,
+                            rep, REALSTYLE_TRAIN.name)
     check_coverage(COVERAGE, files[COVERAGE.name], rep)
     check_coverage(COVERAGE_DEMO, files[COVERAGE_DEMO.name], rep)
     check_duplicates(files, existing, rep)
@@ -311,6 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"  never relevant: {' '.join(missing)}")
         print(f"heldapart: {len(held['covered'])}/{len(ids)} blog articles relevant to some question")
+        print(f"realstyle_train: {len(train['covered'])}/{len(ids)} blog articles relevant to some question, "
+              f"{len(train['first'])} as the best one")
+        missing = [i for i in ids if i not in train["covered"]]
+        if missing:
+            print(f"  never relevant: {' '.join(missing)}")
     if gloss:
         print(f"glossary: {gloss['size']} entries")
         if gloss.get("checked"):
