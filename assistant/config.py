@@ -67,6 +67,10 @@ class Settings:
     llm_timeout: float = 30.0
     llm_max_retries: int = 3
     judge_enabled: bool = True
+    # -- optional LLM reranking of the top fused candidates (assistant/llm_reranker.py) --
+    llm_rerank: bool = False  # only with an LLM configured; ignored in extractive mode
+    llm_rerank_depth: int = 10  # fused candidates shown to the LLM
+    llm_rerank_timeout: float = 3.0  # seconds, one try: past it the fused order is kept
     host: str = "127.0.0.1"
     port: int = 5000
     threads: int = 8

@@ -231,6 +231,7 @@ class Timing:
     vector: float = 0.0
     total: float = 0.0
     ranker: float = 0.0
+    llm_rerank: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,8 @@ class Ranking:
     timing: Timing
     # The engines' candidate lists behind a hybrid ranking ("lexical", "vector"), best first.
     candidates: dict = field(default_factory=dict, repr=False)
+    # What the LLM reranker did (applied or not, tokens, cost), when there is one.
+    llm_rerank: object = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -259,10 +262,13 @@ class Retriever:
     (:func:`assistant.answering.request.validate_question`)."""
 
     def __init__(self, engine: Engine, embed_query: Callable[[str], np.ndarray],
-                 config: RetrievalConfig | None = None):
+                 config: RetrievalConfig | None = None, second_stage=None):
         self.engine = engine
         self.embed_query = embed_query
         self.config = config or RetrievalConfig()
+        # An optional reranker applied after fusion and the learned ranker, e.g.
+        # :class:`assistant.llm_reranker.LLMReranker`; it never raises.
+        self.second_stage = second_stage
         self._ranker_checked = False
         self._ranker = None
 
@@ -305,19 +311,24 @@ class Retriever:
             t = time.perf_counter()
             rankings["vector"] = self.engine.vector_search(vector, depth, category=category)
             vector_time = time.perf_counter() - t
-        ranker_time = 0.0
+        ranker_time = second_time = 0.0
+        second = None
         if mode == "hybrid":
             hits = fuse(rankings, self.config.for_question(question))
             if self.ranker is not None and hits:
                 t = time.perf_counter()
                 hits = self.rerank(question, language, hits)
                 ranker_time = time.perf_counter() - t
+            if self.second_stage is not None and hits:
+                t = time.perf_counter()
+                second = self.second_stage.rerank(question, hits, self.engine.get_chunks)
+                hits, second_time = second.hits, time.perf_counter() - t
             hits = hits[:k]
         else:
             hits = rankings[mode]
         return Ranking(hits, Timing(embedding=embedding, lexical=lexical, vector=vector_time,
-                                    total=time.perf_counter() - started, ranker=ranker_time),
-                       rankings)
+                                    total=time.perf_counter() - started, ranker=ranker_time,
+                                    llm_rerank=second_time), rankings, second)
 
     def rerank(self, question: str, language: str, fused: list[Hit]) -> list[Hit]:
         """The ranker's order of the top fused candidates (the rest follow in fused order).

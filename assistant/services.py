@@ -122,7 +122,15 @@ class Services:
         except BaseException:
             engine.close()
             raise
-        return Retriever(engine, self.query_embeddings, self.retrieval_config)
+        return Retriever(engine, self.query_embeddings, self.retrieval_config,
+                         second_stage=self.llm_reranker)
+
+    @property
+    def llm_reranker(self):
+        """The LLM reranker of the top fused candidates, or None (LLM_RERANK off, or no LLM)."""
+        from assistant.llm_reranker import llm_reranker_from_settings
+
+        return self._part("llm_reranker", lambda: llm_reranker_from_settings(self.settings, self.llm))
 
     @property
     def coverage_gate(self):
@@ -297,6 +305,9 @@ class Services:
             part = built.get(name)
             if part is not None:
                 part.close()
+        reranker = built.get("llm_reranker")
+        if reranker is not None:
+            reranker.llm.close()
 
     # -- health ------------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ when the script is empty). A behaviour is one of:
 * ``429`` / ``500`` / ``503`` / ``status(code, retry_after=None, message=None)``: an OpenAI
   style error body with that status (and a ``Retry-After`` header when given);
 * ``delay(seconds, then="ok")``: waits, then behaves like ``then`` (timeouts, slow LLMs);
-* a callable ``fn(request_json) -> str``, or ``reply(fn)``: answers with the text it returns.
+* a callable ``fn(request_json) -> str``, or ``reply(fn)``: answers with the text it returns;
+  :func:`rerank_reply` is one that answers the LLM reranker's prompt.
 
 ``stub.calls`` records every request (method, path, lower-cased headers, JSON body, arrival
 time); ``stub.request_times`` the arrival times of the chat completion requests.
@@ -57,6 +58,23 @@ def stream(text: str | Callable[[dict], str] | None = None, *, usage: bool = Tru
 
 def stream_break(text: str | Callable[[dict], str] | None = None, *, after: int = 2) -> dict:
     return {"kind": "stream_break", "text": text, "after": after}
+
+
+_PASSAGE = re.compile(r'<passage number="(\d+)">\n(.*?)\n</passage>', re.S)
+
+
+def rerank_reply(order: Callable[[list[str]], list] | None = None) -> Callable[[dict], str]:
+    """A reply function for the LLM reranker's prompt (``assistant/llm_reranker.py``): reads
+    the fenced passages of the last message and answers ``{"ranking": order(texts)}``; the
+    default order is the passages reversed (the most visible change of the fused order)."""
+
+    def answer(body: dict) -> str:
+        content = str(((body.get("messages") or [{}])[-1]).get("content") or "")
+        texts = [text for _, text in _PASSAGE.findall(content)]
+        ranking = order(texts) if order else list(range(len(texts), 0, -1))
+        return json.dumps({"ranking": ranking})
+
+    return answer
 
 
 def status(code: int, *, retry_after: float | str | None = None, message: str | None = None) -> dict:
