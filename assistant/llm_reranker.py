@@ -91,10 +91,11 @@ class LLMReranker:
     """Reorders the top ``depth`` fused candidates with one LLM call (see the module doc)."""
 
     def __init__(self, llm: LLMClient, depth: int = 10):
-        if depth < 2:
-            raise ValueError(f"LLM_RERANK_DEPTH must be at least 2, got {depth}")
         self.llm = llm
-        self.depth = depth
+        self.depth = depth  # checked where it is read: LLM_RERANK_DEPTH, --depth
+
+    def close(self) -> None:
+        self.llm.close()
 
     def __repr__(self) -> str:
         return f"LLMReranker(model={self.llm.model!r}, depth={self.depth}, timeout={self.llm.timeout:g})"
@@ -144,6 +145,4 @@ def llm_reranker_from_settings(settings, llm: LLMClient | None) -> LLMReranker |
         raise ConfigError(f"LLM_RERANK_DEPTH={settings.llm_rerank_depth}: expected at least 2")
     if settings.llm_rerank_timeout <= 0:
         raise ConfigError(f"LLM_RERANK_TIMEOUT={settings.llm_rerank_timeout:g}: expected positive seconds")
-    client = LLMClient(api_key=llm._api_key, base_url=llm.base_url, model=llm.model,
-                       timeout=settings.llm_rerank_timeout, max_retries=0)
-    return LLMReranker(client, settings.llm_rerank_depth)
+    return LLMReranker(llm.with_timeout(settings.llm_rerank_timeout), settings.llm_rerank_depth)

@@ -301,13 +301,10 @@ class Services:
         self._stopping.set()
         with self._lock:
             built, self._built = self._built, {}
-        for name in ("judge", "sentence_vectors", "store", "llm", "retriever"):
+        for name in ("judge", "sentence_vectors", "store", "llm_reranker", "llm", "retriever"):
             part = built.get(name)
             if part is not None:
                 part.close()
-        reranker = built.get("llm_reranker")
-        if reranker is not None:
-            reranker.llm.close()
 
     # -- health ------------------------------------------------------------------------------
 

@@ -162,6 +162,12 @@ class LLMClient:
     def __repr__(self) -> str:
         return f"LLMClient(model={self.model!r}, url={self.url!r})"
 
+    def with_timeout(self, timeout: float, max_retries: int = 0) -> "LLMClient":
+        """A client of the same server, key and model with another timeout and retry budget
+        (a latency-bound caller, such as the LLM reranker, cannot wait for retries)."""
+        return LLMClient(api_key=self._api_key, base_url=self.base_url, model=self.model,
+                         timeout=timeout, max_retries=max_retries, backoff=self.backoff)
+
     @property
     def url(self) -> str:
         """The API base URL in use (for messages and logs; never holds the key)."""
