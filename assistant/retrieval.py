@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 MODES = ("lexical", "vector", "hybrid")
 FUSIONS = ("rrf", "weighted")
+# Configuration keys that name a model file -> the field its loaded model goes in.
+LOADED_MODELS = {"ranker": "ranker_model", "query_adapter": "query_adapter_model"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,10 @@ class RetrievalConfig:
     # fusion). Loaded into ``ranker_model`` by :meth:`load`.
     ranker: str = ""
     ranker_model: object = field(default=None, compare=False, repr=False)
+    # The query adapter's file (``QueryAdapter``), relative to this configuration file; "" =
+    # off (the embedder's question vector as it is). Loaded into ``query_adapter_model``.
+    query_adapter: str = ""
+    query_adapter_model: object = field(default=None, compare=False, repr=False)
     # Top-level keys this version does not know (other parts' blocks, e.g. "coverage"):
     # kept as they are and written back by :meth:`save`.
     extras: dict = field(default_factory=dict, compare=False, repr=False)
@@ -86,7 +92,8 @@ class RetrievalConfig:
         try:
             lexical = LexicalParams(**data.get("lexical", {}))
             passage = PassageRecipe(**data.get("passage", {}))
-            known = {f.name for f in fields(cls)} - {"ranker_model", "extras", "lexical", "passage"}
+            known = {f.name for f in fields(cls)} - {*LOADED_MODELS.values(), "extras", "lexical",
+                                                     "passage"}
             rest = {k: v for k, v in data.items() if k in known}
             extras = {k: v for k, v in data.items()
                       if k not in known and k not in ("lexical", "passage", "_comment")}
@@ -101,17 +108,24 @@ class RetrievalConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "RetrievalConfig":
+        """The configuration in ``path``, with the model files it names loaded (they live
+        beside it)."""
         config = cls.from_dict(load_json_config(path))
         if config.ranker:
             from assistant.ranker import LearnedRanker
 
-            model = LearnedRanker.load(Path(path).parent / config.ranker)
-            config = replace(config, ranker_model=model)
+            config = replace(config, ranker_model=LearnedRanker.load(Path(path).parent / config.ranker))
+        if config.query_adapter:
+            from assistant.query_adapter import QueryAdapter
+
+            config = replace(config, query_adapter_model=QueryAdapter.load(
+                Path(path).parent / config.query_adapter))
         return config
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data.pop("ranker_model")
+        for model in LOADED_MODELS.values():
+            data.pop(model)
         data.update(data.pop("extras"))
         return data
 
@@ -269,24 +283,32 @@ class Retriever:
         # An optional reranker applied after fusion and the learned ranker, e.g.
         # :class:`assistant.llm_reranker.LLMReranker`; it never raises.
         self.second_stage = second_stage
-        self._ranker_checked = False
-        self._ranker = None
+        self._fitting: dict[str, object] = {}
+
+    def _fitting_model(self, key: str, fallback: str):
+        """The configuration's model for ``key`` (a :data:`LOADED_MODELS` key) if the index
+        has the recipe it was trained on, else None (``fallback`` said once in the log)."""
+        if key not in self._fitting:
+            model = getattr(self.config, LOADED_MODELS[key])
+            if model is not None:
+                info = self.engine.info()
+                if info is None or info.model != model.index_model:
+                    log.warning("the %s model was trained for %s, the index is %s: %s",
+                                key, model.index_model, info and info.model, fallback)
+                    model = None
+            self._fitting[key] = model
+        return self._fitting[key]
 
     @property
     def ranker(self):
-        """The configured learned ranker if the index has the recipe it was trained on, else
-        None (plain fusion; said once in the log)."""
-        if not self._ranker_checked:
-            model = self.config.ranker_model
-            if model is not None:
-                info = self.engine.info()
-                if info is not None and info.model == model.index_model:
-                    self._ranker = model
-                else:
-                    log.warning("the ranker model was trained for %s, the index is %s: ranking "
-                                "by plain fusion", model.index_model, info and info.model)
-            self._ranker_checked = True
-        return self._ranker
+        """The configured learned ranker if it fits the index, else None (plain fusion)."""
+        return self._fitting_model("ranker", "ranking by plain fusion")
+
+    @property
+    def query_adapter(self):
+        """The configured query adapter if it fits the index, else None (the question's vector
+        as embedded)."""
+        return self._fitting_model("query_adapter", "searching with unadapted question vectors")
 
     def rank(self, question: str, k: int = 10, *, mode: str = "hybrid",
              category: str | None = None) -> Ranking:
@@ -307,6 +329,8 @@ class Retriever:
         if mode in ("vector", "hybrid"):
             t = time.perf_counter()
             vector = self.embed_query(question)
+            if self.query_adapter is not None:
+                vector = self.query_adapter.apply(vector)
             embedding = time.perf_counter() - t
             t = time.perf_counter()
             rankings["vector"] = self.engine.vector_search(vector, depth, category=category)

@@ -114,5 +114,6 @@ def test_the_shipped_model_matches_the_shipped_configuration(tmp_path):
     assert model.depth <= config.candidates
     switched_on = tmp_path / "retrieval.json"
     switched_on.write_text(json.dumps({**config.to_dict(),
-                                       "ranker": str(ROOT / "assistant" / "ranker.json")}))
+                                       "ranker": str(ROOT / "assistant" / "ranker.json"),
+                                       "query_adapter": ""}))
     assert RetrievalConfig.load(switched_on).ranker_model.index_model == model.index_model
