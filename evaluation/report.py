@@ -4,8 +4,9 @@
                                 [--out evaluation/reports] [--engines embedded,elasticsearch]
 
 ``--stages`` compares the stages of the shipped hybrid ranking instead of the modes: plain
-fusion (ranker and glossary off), separate signals (the chunk and window vector scores fused as
-their own lists), the learned ranker, and the glossary (= what ships when both are on).
+fusion (adapter, ranker and glossary off), separate signals (the chunk and window vector scores
+fused as their own lists), + the query adapter, + the glossary on top of it; the learned ranker
+on the separate signals (what it was trained on); and what ships.
 
 Elasticsearch is the server at ES_URL, or a noida-db started for the run.
 """
@@ -36,30 +37,35 @@ SPLIT_VECTOR = {"vector": 0.0, "vector_chunk": 0.5, "vector_window": 0.35}
 PLAIN_WEIGHTS = {"lexical": 1.0, "vector": 0.7}
 
 
-def stage_configs(shipped: RetrievalConfig, ranker) -> list[tuple[str, RetrievalConfig]]:
-    """(stage, configuration) for each stage of the hybrid ranking, cumulative: plain fusion of
-    the combined lists, separate signals, + the learned ranker (``ranker``, the shipped model
-    even when the shipped configuration has it off), + the glossary; then what ships."""
+def stage_configs(shipped: RetrievalConfig, ranker, adapter) -> list[tuple[str, RetrievalConfig]]:
+    """(stage, configuration) for each stage of the hybrid ranking: plain fusion of the combined
+    lists, separate signals, + the query adapter (``adapter``), + the glossary; the learned
+    ranker (``ranker``) on the separate signals, as it was trained; then what ships. The shipped
+    models are measured even when the shipped configuration has them off."""
     if set(shipped.weights) & set(SIGNALS):
         combined, split = dict(PLAIN_WEIGHTS), dict(shipped.weights)
     else:
         combined = dict(shipped.weights)
         split = {**combined, **SPLIT_VECTOR}
-    plain = replace(shipped, weights=combined, glossary=False, ranker="", ranker_model=None)
+    plain = replace(shipped, weights=combined, glossary=False, ranker="", ranker_model=None,
+                    query_adapter="", query_adapter_model=None)
     signals = replace(plain, weights=split)
+    adapted = replace(signals, query_adapter="query_adapter.npz", query_adapter_model=adapter)
     ranked = replace(signals, ranker="ranker.json", ranker_model=ranker)
-    return [("fusion", plain), ("signals", signals), ("+ranker", ranked),
-            ("+glossary", replace(ranked, glossary=True)), ("shipped", shipped)]
+    return [("fusion", plain), ("signals", signals), ("+adapter", adapted),
+            ("+adapter+glossary", replace(adapted, glossary=True)), ("signals+ranker", ranked),
+            ("shipped", shipped)]
 
 
-def shipped_ranker(config: RetrievalConfig, settings):
-    """The configuration's ranker model, else the one shipped beside it (the stage report
-    measures it even when the configuration has it off)."""
-    if config.ranker_model is not None:
-        return config.ranker_model
+def shipped_models(config: RetrievalConfig, settings) -> tuple:
+    """The configuration's ranker and query adapter, else the ones shipped beside it (the stage
+    report measures them even when the configuration has them off)."""
+    from assistant.query_adapter import QueryAdapter
     from assistant.ranker import LearnedRanker
 
-    return LearnedRanker.load(settings.retrieval_config_file.parent / "ranker.json")
+    folder = settings.retrieval_config_file.parent
+    return (config.ranker_model or LearnedRanker.load(folder / "ranker.json"),
+            config.query_adapter_model or QueryAdapter.load(folder / "query_adapter.npz"))
 
 
 def run_engine(engine: str, chunks, questions, settings, config, level: str, k: int,
@@ -67,7 +73,7 @@ def run_engine(engine: str, chunks, questions, settings, config, level: str, k: 
     retriever = open_eval_retriever(chunks, engine, settings, config)
     article_of = {c.chunk_id: c.article_id for c in chunks}
     runs = ([(name, Retriever(retriever.engine, retriever.embed_query, cfg), "hybrid")
-             for name, cfg in stage_configs(config, shipped_ranker(config, settings))] if stages
+             for name, cfg in stage_configs(config, *shipped_models(config, settings))] if stages
             else [(mode, retriever, mode) for mode in MODES])
     rows = []
     for label, run_retriever, mode in runs:
@@ -123,7 +129,8 @@ def main(argv=None) -> int:
     parser.add_argument("--engines", default="embedded,elasticsearch")
     parser.add_argument("--out", default="evaluation/reports")
     parser.add_argument("--stages", action="store_true",
-                        help="compare the stages (fusion, signals, ranker, glossary), not the modes")
+                        help="compare the stages (fusion, signals, adapter, glossary, ranker), not "
+                             "the modes")
     parser.add_argument("--name", default="", help="report file name (default: retrieval, "
                         "or stages-<questions file> with --stages)")
     parser.add_argument("--held-out", action="store_true",
