@@ -310,6 +310,12 @@ class Retriever:
         as embedded)."""
         return self._fitting_model("query_adapter", "searching with unadapted question vectors")
 
+    def query_vector(self, question: str) -> np.ndarray:
+        """The vector the vector search uses: the question's embedding, corrected by the query
+        adapter when one fits the index."""
+        vector = self.embed_query(question)
+        return vector if self.query_adapter is None else self.query_adapter.apply(vector)
+
     def rank(self, question: str, k: int = 10, *, mode: str = "hybrid",
              category: str | None = None) -> Ranking:
         """Chunk ids and scores, best first (no chunk text: what evaluation needs)."""
@@ -328,9 +334,7 @@ class Retriever:
             lexical = time.perf_counter() - t
         if mode in ("vector", "hybrid"):
             t = time.perf_counter()
-            vector = self.embed_query(question)
-            if self.query_adapter is not None:
-                vector = self.query_adapter.apply(vector)
+            vector = self.query_vector(question)
             embedding = time.perf_counter() - t
             t = time.perf_counter()
             rankings["vector"] = self.engine.vector_search(vector, depth, category=category)

@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     for w in windows:
         config = replace(current, passage=replace(current.passage, window_words=w))
         retriever = open_eval_retriever(chunks, "embedded", settings, config, progress=not args.json)
-        vector_by_window[w] = [retriever.engine.vector_search(retriever.embed_query(q.text), DEPTH)
+        vector_by_window[w] = [retriever.engine.vector_search(retriever.query_vector(q.text), DEPTH)
                                for q in tqdm(questions, desc=f"vector w={w}", disable=args.json)]
     engine = retriever.engine
 

@@ -64,6 +64,8 @@ def test_the_file_round_trips_through_the_configuration(tmp_path, engine):
     adapted = Retriever(engine, embed, config)
     assert plain.rank("anything", 3, mode="vector").hits[0].chunk_id == "osc"
     assert adapted.rank("anything", 3, mode="vector").hits[0].chunk_id == "comp"
+    assert adapted.query_vector("anything") == pytest.approx(VECTORS["comp"], abs=1e-6)
+    assert plain.query_vector("anything") == pytest.approx(VECTORS["osc"])
 
 
 def test_an_adapter_of_another_recipe_is_ignored(engine, caplog):
