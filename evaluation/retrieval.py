@@ -18,13 +18,13 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from assistant.config import load_settings
+from assistant.config import load_json_config, load_settings
 from assistant.documents import Chunk
 from assistant.embeddings import EmbeddingCache, PersistentQueryEmbeddings, embedder_from_settings
 from assistant.engines import open_engine
@@ -167,6 +167,13 @@ def open_eval_retriever(chunks: list[Chunk], engine_kind: str, settings, config:
     if progress:
         print(report.summary(), file=sys.stderr)
     return Retriever(engine, PersistentQueryEmbeddings(embedder, cache), config)
+
+
+def unlearned_config(settings) -> RetrievalConfig:
+    """The configured search with no learned model (ranker, query adapter): what the trainers
+    learn on, readable before their files exist."""
+    return replace(RetrievalConfig.from_dict(load_json_config(settings.retrieval_config_file)),
+                   ranker="", query_adapter="")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

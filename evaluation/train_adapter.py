@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.config import load_json_config, load_settings
+from assistant.config import load_settings
 from assistant.errors import AssistantError
 from assistant.query_adapter import QueryAdapter
-from assistant.retrieval import RetrievalConfig, Retriever
-from evaluation.retrieval import evaluate, open_eval_retriever, read_questions
+from assistant.retrieval import Retriever
+from evaluation.retrieval import evaluate, open_eval_retriever, read_questions, unlearned_config
 from evaluation.train_ranker import HOLDOUT, held_out
 from indexing.job import embed_chunks, with_windows
 from indexing.sources import load_chunks
@@ -98,9 +98,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         settings = load_settings()
-        # The configuration's search with no adapter and no ranker (their files may not exist).
-        config = replace(RetrievalConfig.from_dict(load_json_config(settings.retrieval_config_file)),
-                         ranker="", query_adapter="")
+        config = unlearned_config(settings)
         chunks = load_chunks(args.chunks, size=settings.chunk_size, overlap=settings.chunk_overlap)
         sets = {Path(p).name: read_questions(p)[: args.limit] for p in args.questions}
         retriever = open_eval_retriever(chunks, "embedded", settings, config, progress=False)

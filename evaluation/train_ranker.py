@@ -18,16 +18,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from assistant.config import load_json_config, load_settings
+from assistant.config import load_settings
 from assistant.errors import AssistantError
 from assistant.language import detect_language
 from assistant.ranker import FEATURES, LearnedRanker, features
-from evaluation.retrieval import Question, open_eval_retriever, read_questions
+from evaluation.retrieval import Question, open_eval_retriever, read_questions, unlearned_config
 from indexing.sources import load_chunks
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "assistant" / "ranker.json"
@@ -99,11 +98,7 @@ def main(argv=None) -> int:
 
     try:
         settings = load_settings()
-        from assistant.retrieval import RetrievalConfig
-
-        # The configuration's fusion with the ranker off (its model may not exist yet).
-        config = replace(RetrievalConfig.from_dict(load_json_config(settings.retrieval_config_file)),
-                         ranker="")
+        config = unlearned_config(settings)
         chunks = load_chunks(args.chunks, size=settings.chunk_size, overlap=settings.chunk_overlap)
         sets = {Path(p).name: read_questions(p)[: args.limit] for p in args.questions}
         retriever = open_eval_retriever(chunks, "embedded", settings, config, progress=False)

@@ -55,6 +55,20 @@ def index_corpus(base, articles: list[dict]):
     return settings
 
 
+@pytest.fixture
+def contract_engine(tmp_path):
+    """An embedded index of the engine contract's chunks, one toy vector each (no model)."""
+    from assistant.engines.base import IndexedChunk
+    from assistant.engines.embedded import EmbeddedEngine
+    from tests.engine_contract import CHUNKS, DIM, MODEL, VECTORS
+
+    engine = EmbeddedEngine(tmp_path / "index.sqlite")
+    engine.write([IndexedChunk(c, VECTORS[c.chunk_id].reshape(1, -1)) for c in CHUNKS], [],
+                 dim=DIM, model=MODEL)
+    yield engine
+    engine.close()
+
+
 @pytest.fixture(scope="session")
 def demo_index_settings(tmp_path_factory):
     """Settings over an embedded index of the demo corpus (``data/articles.json``), built once

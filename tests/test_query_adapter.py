@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant.engines.base import IndexedChunk
-from assistant.engines.embedded import EmbeddedEngine
 from assistant.errors import ConfigError
 from assistant.query_adapter import QueryAdapter
 from assistant.retrieval import RetrievalConfig, Retriever
 from evaluation.train_adapter import fit_delta
-from tests.engine_contract import CHUNKS, DIM, MODEL, VECTORS
+from tests.engine_contract import DIM, MODEL, VECTORS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,15 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def _towards(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """A correction that sends the unit vector ``source`` exactly to ``target``."""
     return np.outer(source, target - source).astype(np.float32)
-
-
-@pytest.fixture
-def engine(tmp_path):
-    engine = EmbeddedEngine(tmp_path / "index.sqlite")
-    engine.write([IndexedChunk(c, VECTORS[c.chunk_id].reshape(1, -1)) for c in CHUNKS], [],
-                 dim=DIM, model=MODEL)
-    yield engine
-    engine.close()
 
 
 def test_apply_returns_unit_vectors_and_zero_changes_nothing():
@@ -47,7 +36,7 @@ def test_apply_returns_unit_vectors_and_zero_changes_nothing():
     assert np.linalg.norm(QueryAdapter(MODEL, np.eye(DIM) * 3).apply(q)) == pytest.approx(1.0)
 
 
-def test_the_file_round_trips_through_the_configuration(tmp_path, engine):
+def test_the_file_round_trips_through_the_configuration(tmp_path, contract_engine):
     adapter = QueryAdapter(MODEL, _towards(VECTORS["osc"], VECTORS["comp"]), {"toy": True})
     adapter.save(tmp_path / "adapter.npz")
     (tmp_path / "retrieval.json").write_text(json.dumps({"query_adapter": "adapter.npz",
@@ -60,18 +49,20 @@ def test_the_file_round_trips_through_the_configuration(tmp_path, engine):
     assert config.to_dict()["query_adapter"] == "adapter.npz"
 
     embed = lambda q: VECTORS["osc"]  # noqa: E731
-    plain = Retriever(engine, embed, replace(config, query_adapter="", query_adapter_model=None))
-    adapted = Retriever(engine, embed, config)
+    plain = Retriever(contract_engine, embed,
+                      replace(config, query_adapter="", query_adapter_model=None))
+    adapted = Retriever(contract_engine, embed, config)
     assert plain.rank("anything", 3, mode="vector").hits[0].chunk_id == "osc"
     assert adapted.rank("anything", 3, mode="vector").hits[0].chunk_id == "comp"
     assert adapted.query_vector("anything") == pytest.approx(VECTORS["comp"], abs=1e-6)
     assert plain.query_vector("anything") == pytest.approx(VECTORS["osc"])
 
 
-def test_an_adapter_of_another_recipe_is_ignored(engine, caplog):
+def test_an_adapter_of_another_recipe_is_ignored(contract_engine, caplog):
     config = RetrievalConfig(query_adapter="x", query_adapter_model=QueryAdapter(
         "other#recipe", _towards(VECTORS["osc"], VECTORS["comp"])))
-    ranking = Retriever(engine, lambda q: VECTORS["osc"], config).rank("anything", 3, mode="vector")
+    retriever = Retriever(contract_engine, lambda q: VECTORS["osc"], config)
+    ranking = retriever.rank("anything", 3, mode="vector")
     assert ranking.hits[0].chunk_id == "osc"
     assert "unadapted question vectors" in caplog.text
 

@@ -12,12 +12,11 @@ import lightgbm
 import numpy as np
 import pytest
 
-from assistant.engines.base import Hit, IndexedChunk
-from assistant.engines.embedded import EmbeddedEngine
+from assistant.engines.base import Hit
 from assistant.errors import ConfigError
 from assistant.ranker import FEATURES, LearnedRanker, chunk_position, features
 from assistant.retrieval import RetrievalConfig, Retriever
-from tests.engine_contract import CHUNKS, DIM, MODEL, VECTORS
+from tests.engine_contract import MODEL, VECTORS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,16 +54,7 @@ def _toy_ranker(index_model: str) -> LearnedRanker:
     return LearnedRanker(index_model, 6, fit.booster_, {"toy": True})
 
 
-@pytest.fixture
-def engine(tmp_path):
-    engine = EmbeddedEngine(tmp_path / "index.sqlite")
-    engine.write([IndexedChunk(c, VECTORS[c.chunk_id].reshape(1, -1)) for c in CHUNKS], [],
-                 dim=DIM, model=MODEL)
-    yield engine
-    engine.close()
-
-
-def test_the_model_file_round_trips_and_orders_the_candidates(engine, tmp_path):
+def test_the_model_file_round_trips_and_orders_the_candidates(contract_engine, tmp_path):
     ranker = _toy_ranker(MODEL)
     ranker.save(tmp_path / "ranker.json")
     (tmp_path / "retrieval.json").write_text(json.dumps({"fusion": "weighted", "ranker": "ranker.json",
@@ -72,8 +62,8 @@ def test_the_model_file_round_trips_and_orders_the_candidates(engine, tmp_path):
     config = RetrievalConfig.load(tmp_path / "retrieval.json")
     assert config.ranker_model.trained_on == {"toy": True}
     embed = lambda q: VECTORS["osc"]  # noqa: E731
-    plain = Retriever(engine, embed, replace(config, ranker="", ranker_model=None)).rank("oscillateur filtre", 6)
-    ranked = Retriever(engine, embed, config).rank("oscillateur filtre", 6)
+    plain = Retriever(contract_engine, embed, replace(config, ranker="", ranker_model=None)).rank("oscillateur filtre", 6)
+    ranked = Retriever(contract_engine, embed, config).rank("oscillateur filtre", 6)
     assert {h.chunk_id for h in ranked.hits} == {h.chunk_id for h in plain.hits}
     assert ranked.hits[0].chunk_id == plain.hits[-1].chunk_id  # what the toy model learned
     assert all(h.ranker is not None for h in ranked.hits)
@@ -82,11 +72,11 @@ def test_the_model_file_round_trips_and_orders_the_candidates(engine, tmp_path):
     assert ranked.timing.ranker > 0
 
 
-def test_a_model_of_another_recipe_falls_back_to_plain_fusion(engine, caplog):
+def test_a_model_of_another_recipe_falls_back_to_plain_fusion(contract_engine, caplog):
     config = RetrievalConfig(fusion="weighted", ranker="x", ranker_model=_toy_ranker("other#recipe"))
     embed = lambda q: VECTORS["osc"]  # noqa: E731
-    plain = Retriever(engine, embed, replace(config, ranker_model=None)).rank("oscillateur filtre", 6)
-    fallback = Retriever(engine, embed, config).rank("oscillateur filtre", 6)
+    plain = Retriever(contract_engine, embed, replace(config, ranker_model=None)).rank("oscillateur filtre", 6)
+    fallback = Retriever(contract_engine, embed, config).rank("oscillateur filtre", 6)
     assert [h.chunk_id for h in fallback.hits] == [h.chunk_id for h in plain.hits]
     assert "plain fusion" in caplog.text
 
