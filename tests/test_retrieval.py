@@ -12,6 +12,7 @@ from assistant.errors import ConfigError, InvalidQuestion
 from assistant.answering.request import validate_question
 from assistant.retrieval import RetrievalConfig, rrf, weighted_sum
 from assistant.services import Services
+from tests.conftest import shipped_config
 
 
 def _hits(*ids):
@@ -116,7 +117,7 @@ def test_a_changed_passage_recipe_asks_to_reindex_at_serve_time(demo_index_setti
     from assistant.errors import IndexMismatch
     from assistant.web import create_app
 
-    config = json.loads((REPO_DIR / "assistant" / "retrieval.json").read_text(encoding="utf-8"))
+    config = shipped_config()
     config["passage"]["window_words"] = 25  # the index was built with 40-word windows
     changed = tmp_path / "retrieval.json"
     changed.write_text(json.dumps(config), encoding="utf-8")
