@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         chunks = load_chunks(args.chunks, size=settings.chunk_size, overlap=settings.chunk_overlap)
         questions = read_questions(args.questions)
         if args.held_out:
-            from evaluation.train_ranker import held_out
+            from evaluation.training import held_out
             questions = [q for q in questions if held_out(q.text)]
         questions = questions[: args.limit]
         rows = []

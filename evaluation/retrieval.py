@@ -18,13 +18,13 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from assistant.config import load_json_config, load_settings
+from assistant.config import load_settings
 from assistant.documents import Chunk
 from assistant.embeddings import EmbeddingCache, PersistentQueryEmbeddings, embedder_from_settings
 from assistant.engines import open_engine
@@ -169,13 +169,6 @@ def open_eval_retriever(chunks: list[Chunk], engine_kind: str, settings, config:
     return Retriever(engine, PersistentQueryEmbeddings(embedder, cache), config)
 
 
-def unlearned_config(settings) -> RetrievalConfig:
-    """The configured search with no learned model (ranker, query adapter): what the trainers
-    learn on, readable before their files exist."""
-    return replace(RetrievalConfig.from_dict(load_json_config(settings.retrieval_config_file)),
-                   ranker="", query_adapter="")
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m evaluation.retrieval", description=__doc__.split("\n\n")[0])
     parser.add_argument("--chunks", required=True, help="articles JSON or chunks JSON")
@@ -189,7 +182,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="only the first N questions")
     parser.add_argument("--held-out", action="store_true",
                         help="only the questions the learned ranker does not train on "
-                             "(evaluation.train_ranker's split)")
+                             "(evaluation.training's split)")
     args = parser.parse_args(argv)
     if args.k < 1:
         parser.error("--k must be at least 1")
@@ -204,7 +197,7 @@ def main(argv=None) -> int:
         chunks = load_chunks(args.chunks, size=settings.chunk_size, overlap=settings.chunk_overlap)
         questions = read_questions(args.questions)
         if args.held_out:
-            from evaluation.train_ranker import held_out
+            from evaluation.training import held_out
             questions = [q for q in questions if held_out(q.text)]
         questions = questions[: args.limit]
         check_level(questions, args.level)

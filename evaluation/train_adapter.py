@@ -6,7 +6,7 @@
 
 Each questions file (a chunk-level CSV such as the dev questions, or article-level JSON lines
 such as the real-style questions) is split by the learned ranker's hash of the question text
-(``evaluation.train_ranker.held_out``, so ``evaluation.retrieval --held-out`` measures the
+(``evaluation.training.held_out``, so ``evaluation.retrieval --held-out`` measures the
 same held-out part): ``--holdout`` of each set is never trained on, and the run ends by
 comparing the search with and without the adapter on those parts. A set that must stay unseen
 (the held-apart questions) is simply not given. The passage vectors are the index's own
@@ -24,14 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.config import load_settings
 from assistant.errors import AssistantError
 from assistant.query_adapter import QueryAdapter
 from assistant.retrieval import Retriever
-from evaluation.retrieval import evaluate, open_eval_retriever, read_questions, unlearned_config
-from evaluation.train_ranker import HOLDOUT, held_out
+from evaluation.retrieval import evaluate
+from evaluation.training import check_holdout, held_out, open_training_run, training_parser
 from indexing.job import embed_chunks, with_windows
-from indexing.sources import load_chunks
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "assistant" / "query_adapter.npz"
 
@@ -71,23 +69,15 @@ def fit_delta(queries: np.ndarray, rows: np.ndarray, owners: np.ndarray, positiv
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.train_adapter",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--chunks", required=True, help="articles JSON or chunks JSON")
-    parser.add_argument("--questions", required=True, action="append",
-                        help="questions file (repeat); chunk-level CSV or article-level JSON lines")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="adapter file to write")
-    parser.add_argument("--holdout", type=float, default=HOLDOUT,
-                        help="share of each set held out (not trained on)")
+    parser = training_parser("python -m evaluation.train_adapter", __doc__.split("\n\n")[0],
+                             DEFAULT_OUT)
     parser.add_argument("--penalty", type=float, default=0.01, help="L2 penalty on the correction")
     parser.add_argument("--temperature", type=float, default=0.02,
                         help="softmax temperature over cosines")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--limit", type=int, help="only the first N questions of each set")
     args = parser.parse_args(argv)
-    if not 0 < args.holdout < 1:
-        parser.error("--holdout must be between 0 and 1")
+    check_holdout(parser, args)
     if args.epochs < 1 or args.temperature <= 0 or args.penalty < 0 or args.learning_rate <= 0:
         parser.error("--epochs, --temperature and --learning-rate must be positive, "
                      "--penalty not negative")
@@ -97,20 +87,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        settings = load_settings()
-        config = unlearned_config(settings)
-        chunks = load_chunks(args.chunks, size=settings.chunk_size, overlap=settings.chunk_overlap)
-        sets = {Path(p).name: read_questions(p)[: args.limit] for p in args.questions}
-        retriever = open_eval_retriever(chunks, "embedded", settings, config, progress=False)
-        embed = retriever.embed_query
-        indexed, _ = embed_chunks(with_windows(chunks, config.passage), embed.embedder,
+        run = open_training_run(args)
+        config, retriever, sets, embed = run.config, run.retriever, run.sets, run.retriever.embed_query
+        indexed, _ = embed_chunks(with_windows(run.chunks, config.passage), embed.embedder,
                                   config.passage, embed.cache, progress=False)
-        model_name = retriever.engine.info().model
+        model_name = run.index_model
     except AssistantError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     column = {item.chunk.chunk_id: j for j, item in enumerate(indexed)}
-    article_of = {c.chunk_id: c.article_id for c in chunks}
+    article_of = run.article_of
     chunks_of: dict[str, list[int]] = {}
     for chunk_id, j in column.items():
         chunks_of.setdefault(article_of[chunk_id], []).append(j)

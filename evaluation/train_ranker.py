@@ -16,27 +16,18 @@ back to plain fusion on any other.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from assistant.config import load_settings
 from assistant.errors import AssistantError
 from assistant.language import detect_language
 from assistant.ranker import FEATURES, LearnedRanker, features
-from evaluation.retrieval import Question, open_eval_retriever, read_questions, unlearned_config
-from indexing.sources import load_chunks
+from evaluation.retrieval import Question
+from evaluation.training import check_holdout, held_out, open_training_run, training_parser
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "assistant" / "ranker.json"
-HOLDOUT = 0.25
-
-
-def held_out(question: str, share: float = HOLDOUT) -> bool:
-    """Whether this question is in the part the ranker never trains on (stable: a hash)."""
-    digest = hashlib.sha256(question.strip().encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") / 2 ** 32 < share
 
 
 def relevant(q: Question, chunk_id: str, article_id: str) -> bool:
@@ -71,24 +62,16 @@ def first_rank(labels: np.ndarray, order: np.ndarray, q: Question, hits_articles
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.train_ranker",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--chunks", required=True, help="articles JSON or chunks JSON")
-    parser.add_argument("--questions", required=True, action="append",
-                        help="questions file (repeat); chunk-level CSV or article-level JSON lines")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="model file to write")
+    parser = training_parser("python -m evaluation.train_ranker", __doc__.split("\n\n")[0],
+                             DEFAULT_OUT)
     parser.add_argument("--depth", type=int, default=30, help="fused candidates reordered")
-    parser.add_argument("--holdout", type=float, default=HOLDOUT,
-                        help="share of each set held out (not trained on)")
-    parser.add_argument("--limit", type=int, help="only the first N questions of each set")
     parser.add_argument("--trees", type=int, default=300, help="boosting rounds")
     parser.add_argument("--leaves", type=int, default=7, help="leaves per tree")
     parser.add_argument("--learning-rate", type=float, default=0.03)
     args = parser.parse_args(argv)
     if args.depth < 2:
         parser.error("--depth must be at least 2")
-    if not 0 < args.holdout < 1:
-        parser.error("--holdout must be between 0 and 1")
+    check_holdout(parser, args)
     return args
 
 
@@ -97,15 +80,11 @@ def main(argv=None) -> int:
     import lightgbm
 
     try:
-        settings = load_settings()
-        config = unlearned_config(settings)
-        chunks = load_chunks(args.chunks, size=settings.chunk_size, overlap=settings.chunk_overlap)
-        sets = {Path(p).name: read_questions(p)[: args.limit] for p in args.questions}
-        retriever = open_eval_retriever(chunks, "embedded", settings, config, progress=False)
-        article_of = {c.chunk_id: c.article_id for c in chunks}
+        run = open_training_run(args)
+        retriever, article_of = run.retriever, run.article_of
         rows = {name: [(q, *question_rows(retriever, q, args.depth, article_of)) for q in qs]
-                for name, qs in sets.items()}
-        model_name = retriever.engine.info().model  # the index recipe the signals came from
+                for name, qs in run.sets.items()}
+        model_name = run.index_model  # the index recipe the signals came from
     except AssistantError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
