@@ -110,16 +110,15 @@ class RetrievalConfig:
     def load(cls, path: str | Path) -> "RetrievalConfig":
         """The configuration in ``path``, with the model files it names loaded (they live
         beside it)."""
+        from assistant.query_adapter import QueryAdapter
+        from assistant.ranker import LearnedRanker
+
+        loaders = {"ranker": LearnedRanker.load, "query_adapter": QueryAdapter.load}
         config = cls.from_dict(load_json_config(path))
-        if config.ranker:
-            from assistant.ranker import LearnedRanker
-
-            config = replace(config, ranker_model=LearnedRanker.load(Path(path).parent / config.ranker))
-        if config.query_adapter:
-            from assistant.query_adapter import QueryAdapter
-
-            config = replace(config, query_adapter_model=QueryAdapter.load(
-                Path(path).parent / config.query_adapter))
+        for key, model_field in LOADED_MODELS.items():
+            if getattr(config, key):
+                model = loaders[key](Path(path).parent / getattr(config, key))
+                config = replace(config, **{model_field: model})
         return config
 
     def to_dict(self) -> dict:
