@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from assistant.retrieval import MODES, SIGNALS, RetrievalConfig, Retriever
 from evaluation.es_server import elasticsearch_server
-from evaluation.retrieval import evaluate, open_eval_retriever, read_questions
+from evaluation.retrieval import LEVELS, AnswerKey, evaluate, open_eval_retriever, read_questions
 from indexing.sources import load_chunks
 
 
@@ -71,14 +71,14 @@ def shipped_models(config: RetrievalConfig, settings) -> tuple:
 def run_engine(engine: str, chunks, questions, settings, config, level: str, k: int,
                stages: bool = False) -> list[dict]:
     retriever = open_eval_retriever(chunks, engine, settings, config)
-    article_of = {c.chunk_id: c.article_id for c in chunks}
+    key = AnswerKey.from_chunks(chunks)
     runs = ([(name, Retriever(retriever.engine, retriever.embed_query, cfg), "hybrid")
              for name, cfg in stage_configs(config, *shipped_models(config, settings))] if stages
             else [(mode, retriever, mode) for mode in MODES])
     rows = []
     for label, run_retriever, mode in runs:
         result = evaluate(run_retriever, questions, mode=mode, level=level, k=k,
-                          article_of=article_of, progress=True)
+                          key=key, progress=True)
         rows.append({**result.figures(), "mode": label, "engine": engine})
         print(json.dumps(rows[-1]), file=sys.stderr)
     retriever.engine.close()
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--chunks", required=True)
     parser.add_argument("--questions", required=True)
-    parser.add_argument("--level", choices=("chunk", "article"), default="chunk")
+    parser.add_argument("--level", choices=LEVELS, default="chunk")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--engines", default="embedded,elasticsearch")
     parser.add_argument("--out", default="evaluation/reports")

@@ -2,12 +2,15 @@
 
     python -m evaluation.retrieval --chunks FILE --questions FILE \\
         [--engine embedded|elasticsearch] [--mode lexical|vector|hybrid] \\
-        [--level chunk|article] [--k 10] [--json]
+        [--level chunk|neighbour|article] [--k 10] [--json]
 
 ``--chunks`` takes an articles JSON (chunked with the defaults) or a chunks JSON; the command
 builds, or reuses, an index of exactly those chunks (cached embeddings make a rebuild cheap).
 ``--questions`` takes a CSV with ``question`` and ``chunk``/``article`` columns, or JSON lines
 with ``question`` and one of ``chunk``, ``article`` or ``articles`` (a hit is any of them).
+``--level neighbour`` also counts the chunks just before and after the labelled one in its
+article: consecutive chunks share their overlap, so a question written from that shared text
+has two right answers and the answer key names only one.
 """
 
 from __future__ import annotations
@@ -76,25 +79,47 @@ def read_questions(path: str | Path) -> list[Question]:
     return questions
 
 
-def distinct_articles(hits: list[Hit], article_of: dict[str, str]) -> list[str]:
-    """Articles in the order their first chunk appears."""
-    seen: dict[str, None] = {}
-    for hit in hits:
-        seen.setdefault(article_of.get(hit.chunk_id, hit.chunk_id), None)
-    return list(seen)
+LEVELS = ("chunk", "neighbour", "article")
 
 
-def first_relevant_rank(question: Question, hits: list[Hit], level: str, k: int,
-                        article_of: dict[str, str]) -> int | None:
-    """1-based rank of the first relevant item within the top k, or None."""
-    if level == "chunk":
-        ranked, relevant = [h.chunk_id for h in hits], {question.chunk}
-    else:
-        ranked, relevant = distinct_articles(hits, article_of), set(question.articles)
-    for rank, item in enumerate(ranked[:k], start=1):
-        if item in relevant:
-            return rank
-    return None
+@dataclass(frozen=True)
+class AnswerKey:
+    """What the indexed chunks say about relevance: each chunk's article, and the chunks next
+    to it in its article (in the order the chunks file gives)."""
+
+    article_of: dict[str, str]
+    neighbours: dict[str, frozenset[str]]
+
+    @classmethod
+    def from_chunks(cls, chunks: list[Chunk]) -> "AnswerKey":
+        neighbours: dict[str, set[str]] = {c.chunk_id: set() for c in chunks}
+        for before, after in zip(chunks, chunks[1:]):
+            if before.article_id == after.article_id:
+                neighbours[before.chunk_id].add(after.chunk_id)
+                neighbours[after.chunk_id].add(before.chunk_id)
+        return cls({c.chunk_id: c.article_id for c in chunks},
+                   {cid: frozenset(n) for cid, n in neighbours.items()})
+
+    def distinct_articles(self, hits: list[Hit]) -> list[str]:
+        """Articles in the order their first chunk appears."""
+        seen: dict[str, None] = {}
+        for hit in hits:
+            seen.setdefault(self.article_of.get(hit.chunk_id, hit.chunk_id), None)
+        return list(seen)
+
+    def first_relevant_rank(self, question: Question, hits: list[Hit], level: str,
+                            k: int) -> int | None:
+        """1-based rank of the first relevant item within the top k, or None."""
+        if level == "article":
+            ranked, relevant = self.distinct_articles(hits), set(question.articles)
+        else:
+            ranked, relevant = [h.chunk_id for h in hits], {question.chunk}
+            if level == "neighbour":
+                relevant |= self.neighbours.get(question.chunk, frozenset())
+        for rank, item in enumerate(ranked[:k], start=1):
+            if item in relevant:
+                return rank
+        return None
 
 
 @dataclass
@@ -123,24 +148,24 @@ class Evaluation:
 
 
 def check_level(questions: list[Question], level: str) -> None:
-    if level == "chunk" and any(q.chunk is None for q in questions):
-        raise SourceError("chunk level needs a chunk for every question (use --level article)")
+    if level != "article" and any(q.chunk is None for q in questions):
+        raise SourceError(f"{level} level needs a chunk for every question (use --level article)")
     if level == "article" and any(not q.articles for q in questions):
         raise SourceError("article level needs an article for every question")
 
 
 def evaluate(retriever: Retriever, questions: list[Question], *, mode: str = "hybrid",
-             level: str = "chunk", k: int = 10, article_of: dict[str, str],
+             level: str = "chunk", k: int = 10, key: AnswerKey,
              progress: bool = False) -> Evaluation:
     """Rank every question and score the first relevant rank."""
     check_level(questions, level)
-    depth = k if level == "chunk" else max(5 * k, retriever.config.candidates)
+    depth = max(5 * k, retriever.config.candidates) if level == "article" else k
     result = Evaluation(n=len(questions), k=k, level=level, mode=mode)
     for q in tqdm(questions, desc=f"{mode}/{level}", disable=not progress):
         started = time.perf_counter()
         hits = retriever.rank(q.text, depth, mode=mode).hits
         result.latencies.append(time.perf_counter() - started)
-        result.ranks.append(first_relevant_rank(q, hits, level, k, article_of))
+        result.ranks.append(key.first_relevant_rank(q, hits, level, k))
     return result
 
 
@@ -175,7 +200,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--questions", required=True, help="ground-truth CSV or JSON lines")
     parser.add_argument("--engine", choices=("embedded", "elasticsearch"), default="embedded")
     parser.add_argument("--mode", choices=MODES, default="hybrid")
-    parser.add_argument("--level", choices=("chunk", "article"), default="chunk")
+    parser.add_argument("--level", choices=LEVELS, default="chunk")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     parser.add_argument("--config", help="retrieval configuration JSON (default: the product's)")
@@ -202,9 +227,8 @@ def main(argv=None) -> int:
         questions = questions[: args.limit]
         check_level(questions, args.level)
         retriever = open_eval_retriever(chunks, args.engine, settings, config, progress=not args.json)
-        article_of = {c.chunk_id: c.article_id for c in chunks}
         result = evaluate(retriever, questions, mode=args.mode, level=args.level, k=args.k,
-                          article_of=article_of, progress=not args.json)
+                          key=AnswerKey.from_chunks(chunks), progress=not args.json)
     except AssistantError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -96,7 +96,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     column = {item.chunk.chunk_id: j for j, item in enumerate(indexed)}
-    article_of = run.article_of
+    key = run.key
+    article_of = key.article_of
     chunks_of: dict[str, list[int]] = {}
     for chunk_id, j in column.items():
         chunks_of.setdefault(article_of[chunk_id], []).append(j)
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
             if not part:
                 continue
             for label, r in (("plain", retriever), ("adapter", adapted)):
-                result = evaluate(r, part, level=level, k=k, article_of=article_of)
+                result = evaluate(r, part, level=level, k=k, key=key)
                 entry[label] = {"hit": round(result.hit_rate, 4), "mrr": round(result.mrr, 4),
                                 "level": level, "k": k}
         figures[name] = entry

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
 
     try:
         run = open_training_run(args)
-        retriever, article_of = run.retriever, run.article_of
+        retriever, article_of = run.retriever, run.key.article_of
         rows = {name: [(q, *question_rows(retriever, q, args.depth, article_of)) for q in qs]
                 for name, qs in run.sets.items()}
         model_name = run.index_model  # the index recipe the signals came from

@@ -14,7 +14,7 @@ from pathlib import Path
 from assistant.config import load_json_config, load_settings
 from assistant.documents import Chunk
 from assistant.retrieval import RetrievalConfig, Retriever
-from evaluation.retrieval import Question, open_eval_retriever, read_questions
+from evaluation.retrieval import AnswerKey, Question, open_eval_retriever, read_questions
 from indexing.sources import load_chunks
 
 HOLDOUT = 0.25
@@ -54,8 +54,8 @@ class TrainingRun:
     retriever: Retriever
 
     @property
-    def article_of(self) -> dict[str, str]:
-        return {c.chunk_id: c.article_id for c in self.chunks}
+    def key(self) -> AnswerKey:
+        return AnswerKey.from_chunks(self.chunks)
 
     @property
     def index_model(self) -> str:

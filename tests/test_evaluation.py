@@ -50,6 +50,7 @@ def test_elasticsearch_gives_the_same_figures(demo_index_settings, es_url):
     (["--chunks", "nope.json", "--questions", QUESTIONS], "source file not found"),
     (["--chunks", DEMO, "--questions", "nope.csv"], "questions file not found"),
     (["--chunks", DEMO, "--questions", QUESTIONS, "--level", "chunk"], "chunk level needs"),
+    (["--chunks", DEMO, "--questions", QUESTIONS, "--level", "neighbour"], "neighbour level needs"),
     (["--chunks", DEMO, "--questions", QUESTIONS, "--k", "0"], "--k must be at least 1"),
     (["--chunks", DEMO, "--questions", QUESTIONS, "--engine", "solr"], "invalid choice"),
 ])
@@ -57,3 +58,25 @@ def test_bad_arguments_are_clear_errors(demo_index_settings, args, message):
     done = run(["evaluation.retrieval", *args], demo_index_settings)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_neighbour_level_also_counts_the_chunks_beside_the_labelled_one():
+    from assistant.documents import Chunk
+    from assistant.engines.base import Hit
+    from evaluation.retrieval import AnswerKey, Question
+
+    chunks = [Chunk(cid, article, "t", "x") for cid, article in (
+        ("a1", "a"), ("a2", "a"), ("a3", "a"), ("a4", "a"), ("b1", "b"), ("b2", "b"))]
+    key = AnswerKey.from_chunks(chunks)
+    assert key.neighbours["a2"] == {"a1", "a3"}
+    assert key.neighbours["a4"] == {"a3"}  # b1 follows it in the file but is another article
+    assert key.neighbours["b1"] == {"b2"}
+
+    question = Question("?", chunk="a2", articles=("a",))
+    ranking = [Hit(cid, 1.0) for cid in ("b1", "a3", "a4", "a2")]
+    assert key.first_relevant_rank(question, ranking, "chunk", 10) == 4
+    assert key.first_relevant_rank(question, ranking, "neighbour", 10) == 2
+    assert key.first_relevant_rank(question, ranking, "article", 10) == 2  # articles: b, a
+    assert key.first_relevant_rank(question, ranking, "chunk", 3) is None
+    far = [Hit(cid, 1.0) for cid in ("a4", "b2", "a2")]
+    assert key.first_relevant_rank(question, far, "neighbour", 10) == 3  # a4 is not beside a2
