@@ -14,10 +14,10 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
-from assistant.answering.llm import LLMClient, LLMError, Usage
+from assistant.answering.llm import Completion, LLMClient, LLMError, Usage
 from assistant.engines.base import Hit
 from assistant.errors import ConfigError
 
@@ -38,14 +38,23 @@ SYSTEM_PROMPT = (
 class RerankResult:
     """The reordered candidates and what asking the LLM cost.
 
-    ``applied`` is False when the fused order was kept (``reason`` says why)."""
+    ``applied`` is False when the fused order was kept (``reason`` says why). ``completion`` is
+    the LLM's reply whenever one came back, used or not: what the exchange is billed for."""
 
     hits: list[Hit]
     applied: bool
     reason: str = ""
     elapsed: float = 0.0
-    usage: Usage = field(default_factory=Usage.unknown)
-    cost: float | None = None  # USD; None when the model's price or the usage is unknown
+    completion: Completion | None = None
+
+    @property
+    def usage(self) -> Usage:
+        return self.completion.usage if self.completion is not None else Usage.unknown()
+
+    @property
+    def cost(self) -> float | None:
+        """USD; None when no reply came back, or the model's price or the usage is unknown."""
+        return self.completion.cost if self.completion is not None else None
 
 
 def _fenced(number: int, title: str, text: str) -> str:
@@ -117,19 +126,18 @@ class LLMReranker:
         except LLMError as e:
             log.warning("LLM rerank skipped, fused order kept: %s", e)
             return RerankResult(fused, False, str(e), time.perf_counter() - started)
-        usage, cost = completion.usage, completion.cost
         try:
             order = parse_ranking(completion.text, len(known))
         except ValueError as e:
             log.warning("LLM rerank skipped, fused order kept: the reply is not the JSON asked "
                         "for (%s): %.120r", e, completion.text)
             return RerankResult(fused, False, f"malformed reply: {e}",
-                                time.perf_counter() - started, usage, cost)
+                                time.perf_counter() - started, completion)
         chosen = [known[i] for i in order]
         picked = {h.chunk_id for h in chosen}
         rest = [h for h in head if h.chunk_id not in picked]
         return RerankResult(chosen + rest + tail, True, "", time.perf_counter() - started,
-                            usage, cost)
+                            completion)
 
 
 def llm_reranker_from_settings(settings, llm: LLMClient | None) -> LLMReranker | None:

@@ -265,6 +265,8 @@ class Retrieval:
 
     passages: list[Passage]
     timing: Timing
+    # What the LLM reranker did, when there is one (its reply is billed to the exchange).
+    llm_rerank: object = field(default=None, repr=False)
 
 
 class Retriever:
@@ -377,7 +379,12 @@ class Retriever:
         chunks = self.engine.get_chunks([h.chunk_id for h in ranking.hits])
         passages = [Passage(chunks[h.chunk_id], h.score) for h in ranking.hits
                     if h.chunk_id in chunks]
-        return Retrieval(passages, ranking.timing)
+        return Retrieval(passages, ranking.timing, ranking.llm_rerank)
+
+    def without_second_stage(self) -> "Retriever":
+        """The same search on the same engine, stopping after fusion and the learned ranker
+        (what answers that must not call the LLM use)."""
+        return Retriever(self.engine, self.embed_query, self.config)
 
     def indexed_chunks(self) -> list[Chunk]:
         """Every chunk of the index (for warm-ups that prepare per-passage data)."""

@@ -237,7 +237,8 @@ class Services:
                               coverage=lambda: self.coverage_gate)
         if cap is None:
             return assistant
-        extractive = Assistant(lambda: self.retriever, None, self.store,
+        # Past the budget nothing may call the LLM, the reranker of the candidates included.
+        extractive = Assistant(lambda: self.retriever.without_second_stage(), None, self.store,
                                sentence_vectors=self.sentence_vectors, judge=None,
                                observer=self.observer, coverage=lambda: self.coverage_gate)
         return BudgetedAssistant(assistant, extractive, cap)

@@ -155,3 +155,37 @@ def test_under_the_budget_nothing_changes(demo_index_settings, tmp_path, openai_
         assert client.get("/health").get_json()["llm"]["capped"] is False
     finally:
         app.extensions["assistant"].close()
+
+
+def prompt_tokens(body: dict) -> int:
+    """What the stub counts for a request's prompt (evaluation.openai_stub)."""
+    return max(1, len("".join(str(m.get("content") or "") for m in body["messages"])) // 4)
+
+
+def test_the_llm_reranker_is_billed_to_the_exchange_and_stops_at_the_cap(
+        demo_index_settings, tmp_path, openai_stub, llm_reply):
+    from evaluation.openai_stub import rerank_reply
+
+    openai_stub.model = "gpt-4"
+    openai_stub.reply = llm_reply(answer="Un VCO est un oscillateur commandé en tension [1].")
+    openai_stub.script(rerank_reply())
+    settings = demo_index_settings.replace(
+        data_dir=str(tmp_path / "var"), openai_base_url=openai_stub.url, llm_model="gpt-4",
+        judge_enabled=False, llm_daily_budget_usd=0.001, rate_limit="off", llm_rerank=True)
+    app = create_app({"SETTINGS": settings, "TESTING": True})
+    try:
+        client = app.test_client()
+        first = client.post("/question", json={"question": "Qu'est-ce qu'un VCO ?"}).get_json()
+        rerank, answer = openai_stub.requests
+        assert "<passage number=" in rerank["messages"][-1]["content"]
+        both = prompt_tokens(rerank) + prompt_tokens(answer)
+        assert first["mode"] == "llm" and first["tokens"]["prompt"] == both
+        assert first["cost"] > 30 * both / 1e6  # gpt-4: $30 per million prompt tokens, + replies
+        logged = app.extensions["assistant"].store.recent(1)[0]
+        assert (logged.prompt_tokens, logged.cost) == (both, pytest.approx(first["cost"]))
+
+        second = client.post("/question", json={"question": "Comment régler un compresseur ?"})
+        assert [n["code"] for n in second.get_json()["notices"]] == [NOTICE_CODE]
+        assert len(openai_stub.requests) == 2  # past the budget: no rerank call either
+    finally:
+        app.extensions["assistant"].close()

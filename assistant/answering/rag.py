@@ -195,9 +195,11 @@ class Assistant:
             if turns:
                 exchange.rewritten_question = self._rewrite(work)
             t0 = time.perf_counter()
-            work.passages = self.retriever.search(work.searched, self.top_k,
-                                                  category=ask.category).passages
+            retrieval = self.retriever.search(work.searched, self.top_k, category=ask.category)
+            work.passages = retrieval.passages
             exchange.retrieval_time = time.perf_counter() - t0
+            if retrieval.llm_rerank is not None and retrieval.llm_rerank.completion is not None:
+                work.spend.add(retrieval.llm_rerank.completion)
             self._check_coverage(work, ask.category)
             exchange.sources = [source_of(p) for p in work.passages]
         return work

@@ -44,7 +44,8 @@ def grouped_sources(passages: list[Passage]) -> list[dict]:
 
 @dataclass
 class Spend:
-    """Tokens, cost and time of the LLM calls made for one exchange (rewrite and answer)."""
+    """Tokens, cost and time of the LLM calls made for one exchange (rewrite, LLM rerank and
+    answer)."""
 
     prompt: int = 0
     completion: int = 0
