@@ -16,6 +16,7 @@ it only on an index of that recipe, because ``Δ`` belongs to one embedder's vec
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -39,6 +40,12 @@ class QueryAdapter:
     @property
     def dim(self) -> int:
         return self.delta.shape[0]
+
+    @property
+    def fingerprint(self) -> str:
+        """Names this ``Δ`` (a digest of its values): what a learned ranker records of the
+        adapter its candidates were searched with."""
+        return hashlib.sha256(self.delta.tobytes()).hexdigest()[:12]
 
     def apply(self, vector: np.ndarray) -> np.ndarray:
         """The adapted unit vector of one question vector."""

@@ -128,10 +128,15 @@ class LearnedRanker:
     """A trained LightGBM LambdaRank model over :data:`FEATURES`, and what it was trained for.
 
     The file is JSON holding LightGBM's own text dump of the trees (``model``) next to the
-    index recipe, the candidate depth, the feature names and the training figures."""
+    index recipe, the query adapter the candidates were searched with, the candidate depth, the
+    feature names and the training figures."""
 
-    def __init__(self, index_model: str, depth: int, booster, trained_on: dict | None = None):
+    def __init__(self, index_model: str, depth: int, booster, trained_on: dict | None = None,
+                 query_adapter: str = ""):
         self.index_model = index_model  # the index recipe the signals came from (IndexInfo.model)
+        # The fingerprint of the query adapter its candidates were searched with ("" = none):
+        # an adapter moves the vector signals, so the model only fits candidates searched alike.
+        self.query_adapter = query_adapter
         self.depth = depth  # how many fused candidates it reorders
         self.booster = booster
         self.trained_on = dict(trained_on or {})
@@ -141,7 +146,7 @@ class LearnedRanker:
 
     def to_dict(self) -> dict:
         return {"kind": "lightgbm-lambdarank", "index_model": self.index_model,
-                "depth": self.depth, "features": list(FEATURES), "trained_on": self.trained_on,
+                "query_adapter": self.query_adapter, "depth": self.depth, "features": list(FEATURES), "trained_on": self.trained_on,
                 "model": self.booster.model_to_string()}
 
     def save(self, path: str | Path) -> None:
@@ -166,6 +171,7 @@ class LearnedRanker:
         try:
             booster = lightgbm.Booster(model_str=data["model"])
             return cls(str(data["index_model"]), int(data["depth"]), booster,
-                       trained_on=data.get("trained_on"))
+                       trained_on=data.get("trained_on"),
+                       query_adapter=str(data.get("query_adapter") or ""))
         except (KeyError, TypeError, ValueError, lightgbm.basic.LightGBMError) as e:
             raise ConfigError(f"ranker model {p}: malformed ({e})") from None

@@ -287,18 +287,32 @@ class Retriever:
         self._fitting: dict[str, object] = {}
 
     def _fitting_model(self, key: str, fallback: str):
-        """The configuration's model for ``key`` (a :data:`LOADED_MODELS` key) if the index
-        has the recipe it was trained on, else None (``fallback`` said once in the log)."""
+        """The configuration's model for ``key`` (a :data:`LOADED_MODELS` key) if it fits this
+        search (:meth:`_misfit`), else None (``fallback`` said once in the log)."""
         if key not in self._fitting:
             model = getattr(self.config, LOADED_MODELS[key])
             if model is not None:
-                info = self.engine.info()
-                if info is None or info.model != model.index_model:
-                    log.warning("the %s model was trained for %s, the index is %s: %s",
-                                key, model.index_model, info and info.model, fallback)
+                misfit = self._misfit(key, model)
+                if misfit:
+                    log.warning("the %s model %s: %s", key, misfit, fallback)
                     model = None
             self._fitting[key] = model
         return self._fitting[key]
+
+    def _misfit(self, key: str, model) -> str:
+        """Why a learned model does not fit this search, "" when it does: it must have been
+        trained on this index recipe and, for the ranker, on candidates searched with the query
+        adapter this search uses."""
+        info = self.engine.info()
+        if info is None or info.model != model.index_model:
+            return f"was trained for {model.index_model}, the index is {info and info.model}"
+        if key == "ranker":
+            adapter = self.query_adapter
+            used = adapter.fingerprint if adapter is not None else ""
+            if model.query_adapter != used:
+                return (f"was trained on candidates searched with query adapter "
+                        f"{model.query_adapter or 'none'}, this search uses {used or 'none'}")
+        return ""
 
     @property
     def ranker(self):

@@ -107,3 +107,38 @@ def test_the_shipped_model_matches_the_shipped_configuration(tmp_path):
                                        "ranker": str(ROOT / "assistant" / "ranker.json"),
                                        "query_adapter": ""}))
     assert RetrievalConfig.load(switched_on).ranker_model.index_model == model.index_model
+
+
+def test_a_ranker_is_used_only_with_the_query_adapter_its_candidates_were_searched_with(
+        contract_engine, caplog):
+    from assistant.query_adapter import QueryAdapter
+    from tests.engine_contract import DIM
+
+    adapter = QueryAdapter(MODEL, np.zeros((DIM, DIM)))
+    embed = lambda q: VECTORS["osc"]  # noqa: E731
+    adapted = RetrievalConfig(fusion="weighted", query_adapter="a", query_adapter_model=adapter)
+    fused = Retriever(contract_engine, embed, adapted).rank("oscillateur filtre", 6)
+
+    unadapted_ranker = _toy_ranker(MODEL)  # trained on candidates searched without an adapter
+    kept = Retriever(contract_engine, embed, replace(adapted, ranker="r", ranker_model=unadapted_ranker))
+    assert kept.ranker is None
+    assert [h.chunk_id for h in kept.rank("oscillateur filtre", 6).hits] == [h.chunk_id for h in fused.hits]
+    assert "searched with query adapter none, this search uses " + adapter.fingerprint in caplog.text
+
+    unadapted_ranker.query_adapter = adapter.fingerprint  # as if trained after this adapter
+    used = Retriever(contract_engine, embed, replace(adapted, ranker="r", ranker_model=unadapted_ranker))
+    assert used.ranker is unadapted_ranker
+    assert used.rank("oscillateur filtre", 6).hits[0].chunk_id == fused.hits[-1].chunk_id
+
+
+def test_the_fingerprint_names_the_matrix_and_survives_the_file(tmp_path):
+    from assistant.query_adapter import QueryAdapter
+
+    a = QueryAdapter(MODEL, np.eye(4) * 0.1)
+    a.save(tmp_path / "a.npz")
+    assert QueryAdapter.load(tmp_path / "a.npz").fingerprint == a.fingerprint
+    assert QueryAdapter(MODEL, np.eye(4) * 0.2).fingerprint != a.fingerprint
+    ranker = _toy_ranker(MODEL)
+    ranker.query_adapter = a.fingerprint
+    ranker.save(tmp_path / "r.json")
+    assert LearnedRanker.load(tmp_path / "r.json").query_adapter == a.fingerprint
