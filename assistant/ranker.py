@@ -146,7 +146,8 @@ class LearnedRanker:
 
     def to_dict(self) -> dict:
         return {"kind": "lightgbm-lambdarank", "index_model": self.index_model,
-                "query_adapter": self.query_adapter, "depth": self.depth, "features": list(FEATURES), "trained_on": self.trained_on,
+                "query_adapter": self.query_adapter, "depth": self.depth,
+                "features": list(FEATURES), "trained_on": self.trained_on,
                 "model": self.booster.model_to_string()}
 
     def save(self, path: str | Path) -> None:

@@ -12,9 +12,9 @@ fusion, glossary and passage recipe), with the ranker and the query adapter off:
 trained on the same questions makes their vector signals better than a new question's, and a
 ranker trained on them learns to over-trust those signals (on the blog, dev held-out MRR 0.704
 with the adapter, 0.621 with such a ranker after it). The model records that its candidates
-were searched without an adapter, and the retriever uses it only on such a search. Retrain for another corpus or
-embedder: the model records the index recipe it was trained for, and the retriever falls
-back to plain fusion on any other.
+were searched without an adapter, and the retriever uses it only on such a search. Retrain
+for another corpus or embedder: the model records the index recipe it was trained for, and
+the retriever falls back to plain fusion on any other.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         rows = {name: [(q, *question_rows(retriever, q, args.depth, article_of)) for q in qs]
                 for name, qs in run.sets.items()}
         model_name = run.index_model  # the index recipe the signals came from
-        adapter = retriever.query_adapter  # the candidates are searched as the model will see them
+        adapter = retriever.query_adapter  # what the candidates were searched with
         adapter_used = adapter.fingerprint if adapter is not None else ""
     except AssistantError as e:
         print(f"error: {e}", file=sys.stderr)
