@@ -316,7 +316,8 @@ class Retriever:
 
     @property
     def ranker(self):
-        """The configured learned ranker if it fits the index, else None (plain fusion)."""
+        """The configured learned ranker if it fits this search (:meth:`_misfit`), else None
+        (plain fusion)."""
         return self._fitting_model("ranker", "ranking by plain fusion")
 
     @property
